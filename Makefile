@@ -1,0 +1,26 @@
+# The two commands of README.md: `make demo` and `make test`. Each creates or reuses .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.flowfit-installed
+
+.PHONY: demo test lint bench clean
+
+# torch is installed first and pinned: a plain `torch` requirement would pull a multi-GB
+# CUDA build; 2.13.0 is the CPU wheel this project is tested with.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/flowfit train --data moons --flow realnvp --layers 6 --out runs/demo --force
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs

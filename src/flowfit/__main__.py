@@ -1,0 +1,3 @@
+from flowfit.cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""The transform interface shared by every flow family.
+
+Direction convention (the same everywhere in flowfit): a transform ``f`` maps the base side
+to the data side, ``z_i = f(z_(i-1))``.
+
+- ``forward(z)`` returns ``(f(z), log|det df/dz|)``;
+- ``inverse(x)`` returns ``(f^-1(x), log|det df^-1/dx|)``, which equals
+  ``-log|det df/dz|`` at ``z = f^-1(x)``.
+
+Inputs are batches of shape ``(n, dim)``; the log-determinants have shape ``(n,)``. A
+transform may read an optional ``context`` of shape ``(n, context_dim)`` (conditional
+flows); unconditional transforms ignore it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+
+class Transform(nn.Module):
+    """A bijection ``f`` with a tractable log-Jacobian-determinant."""
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map base side to data side: return ``f(z)`` and ``log|det df/dz|``."""
+        raise NotImplementedError
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map data side to base side: return ``f^-1(x)`` and ``log|det df^-1/dx|``."""
+        raise NotImplementedError
+
+    def initialize_from_data(self, x: Tensor) -> None:
+        """Data-dependent initialisation, given a batch ``x`` on this transform's data side.
+
+        Most transforms need none. Those that do (standardization, ActNorm) set their
+        parameters here; :meth:`flowfit.Flow.initialize` calls the hook once, before
+        training.
+        """
+
+
+class Compose(Transform):
+    """The composition ``f_T o ... o f_1`` of transforms listed base side first.
+
+    forward:  ``z_T = f_T(...f_1(z_0))``,  log|det| = sum_i log|det df_i/dz_(i-1)|
+    inverse:  applies ``f_T^-1`` first; log|det| = sum_i log|det df_i^-1/dz_i|
+    """
+
+    def __init__(self, transforms: Iterable[Transform]) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = z.new_zeros(z.shape[0])
+        for transform in self.transforms:
+            z, log_abs_det = transform(z, context)
+            total = total + log_abs_det
+        return z, total
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = x.new_zeros(x.shape[0])
+        for transform in reversed(self.transforms):
+            x, log_abs_det = transform.inverse(x, context)
+            total = total + log_abs_det
+        return x, total
+
+    def initialize_from_data(self, x: Tensor) -> None:
+        for transform in reversed(self.transforms):
+            transform.initialize_from_data(x)
+            x, _ = transform.inverse(x)
+
+
+def sum_except_batch(values: Tensor) -> Tensor:
+    """Sum a ``(n, ...)`` tensor over every axis but the first."""
+    return values.reshape(values.shape[0], -1).sum(dim=1)
+
+
+__all__ = ["Compose", "Transform", "sum_except_batch"]

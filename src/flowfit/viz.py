@@ -1,0 +1,227 @@
+"""Pictures of a flow: samples against data, the density as a heat map, the layer-by-layer
+map from N(0, I) to the data (a grid of panels and a GIF), loss curves and log-likelihood
+histograms. Every function writes its file atomically and returns its path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+from flowfit.distributions import StandardNormal
+from flowfit.flow import Flow
+from flowfit.io import atomic_path
+from flowfit.train import FitResult
+
+Bounds = tuple[float, float, float, float]
+
+
+def _save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=dpi, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def bounds_of(*point_sets: Tensor, pad: float = 0.1, quantile: float = 0.0) -> Bounds:
+    """A box ``(x_min, x_max, y_min, y_max)`` holding the points (between the given
+    quantiles), padded by ``pad`` of its size on each side."""
+    points = torch.cat([p.detach().cpu().double()[:, :2] for p in point_sets])
+    low = torch.quantile(points, quantile, dim=0) if quantile else points.min(dim=0).values
+    high = torch.quantile(points, 1 - quantile, dim=0) if quantile else points.max(dim=0).values
+    span = (high - low).clamp_min(1e-6)
+    low, high = low - pad * span, high + pad * span
+    return float(low[0]), float(high[0]), float(low[1]), float(high[1])
+
+
+@torch.inference_mode()
+def density_grid(flow: Flow, bounds: Bounds, resolution: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-density of a 2-D flow at the centres of a ``resolution x resolution`` grid.
+
+    Returns ``(xs, ys, log_p)`` with ``log_p[i, j]`` at ``(xs[j], ys[i])``; the cells have
+    area ``(xs[1] - xs[0]) * (ys[1] - ys[0])``, so ``exp(log_p).sum() * area`` is the
+    probability mass the box holds.
+    """
+    x_min, x_max, y_min, y_max = bounds
+    dx, dy = (x_max - x_min) / resolution, (y_max - y_min) / resolution
+    xs = x_min + dx * (np.arange(resolution) + 0.5)
+    ys = y_min + dy * (np.arange(resolution) + 0.5)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    points = torch.from_numpy(np.stack((grid_x.ravel(), grid_y.ravel()), axis=1))
+    log_p = torch.cat([flow.log_prob(chunk) for chunk in points.split(16384)])
+    return xs, ys, log_p.double().cpu().numpy().reshape(resolution, resolution)
+
+
+def _scatter(ax: plt.Axes, points: Tensor, color: str = "tab:blue", size: float = 1.0) -> None:
+    p = points.detach().cpu().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=size, c=color, alpha=0.5, linewidths=0, rasterized=True)
+
+
+def plot_samples(data: Tensor, samples: Tensor, path: str | Path, title: str = "") -> Path:
+    """Data and model samples side by side, on the same axes."""
+    bounds = bounds_of(data, samples, quantile=0.001)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
+    for ax, points, name, color in (
+        (axes[0], data, "data", "tab:blue"),
+        (axes[1], samples, "model samples", "tab:red"),
+    ):
+        _scatter(ax, points, color)
+        ax.set_title(f"{name} (n = {len(points):,})")
+        ax.set_xlim(bounds[:2])
+        ax.set_ylim(bounds[2:])
+        ax.set_aspect("equal")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_density(flow: Flow, data: Tensor, path: str | Path, resolution: int = 250) -> Path:
+    """The model's log-density as a heat map over the data's range, the data on top."""
+    bounds = bounds_of(data, pad=0.15, quantile=0.001)
+    _, _, log_p = density_grid(flow, bounds, resolution)
+    floor = np.quantile(log_p, 0.98) - 12  # 12 nats of dynamic range
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    image = ax.imshow(np.clip(log_p, floor, None), origin="lower", extent=bounds, cmap="viridis", aspect="auto")
+    shown = data[torch.randperm(len(data))[:2000]]
+    ax.scatter(shown[:, 0].cpu(), shown[:, 1].cpu(), s=0.6, c="white", alpha=0.35, linewidths=0)
+    fig.colorbar(image, ax=ax, label="log p(x) (nats)")
+    ax.set_title("model log-density, data in white")
+    return _save(fig, path)
+
+
+def _colors(z0: Tensor) -> np.ndarray:
+    """A colour per point from the angle of its base sample, so points can be followed."""
+    angle = torch.atan2(z0[:, 1], z0[:, 0]).cpu().numpy()
+    return plt.get_cmap("hsv")((angle + math.pi) / (2 * math.pi))
+
+
+def layer_titles(flow: Flow) -> list[str]:
+    """Panel titles for ``flow.trajectory``: ``z_0 ~ N(0, I)``, then each layer's output."""
+    titles = ["z_0 ~ N(0, I)"]
+    for i, layer in enumerate(flow.layers, start=1):
+        titles.append(f"z_{i}: {type(layer).__name__}")
+    return titles
+
+
+def plot_layers(states: Sequence[Tensor], path: str | Path, titles: Sequence[str] | None = None) -> Path:
+    """One panel per state ``z_0, ..., z_T`` of a trajectory, fixed common axes."""
+    titles = titles or [f"z_{i}" for i in range(len(states))]
+    columns = min(len(states), 4)
+    rows = math.ceil(len(states) / columns)
+    bounds = bounds_of(*states, quantile=0.002)
+    colors = _colors(states[0])
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(states) :]:
+        ax.axis("off")
+    for ax, state, title in zip(axes.flat, states, titles, strict=False):
+        p = state.detach().cpu().numpy()
+        ax.scatter(p[:, 0], p[:, 1], s=1.5, c=colors, linewidths=0, rasterized=True)
+        ax.set_xlim(bounds[:2])
+        ax.set_ylim(bounds[2:])
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+    return _save(fig, path)
+
+
+def animate(
+    states: Sequence[Tensor],
+    path: str | Path,
+    titles: Sequence[str] | None = None,
+    frames_per_layer: int = 10,
+    hold: int = 4,
+    note: str = "",
+    size: float = 4.0,
+    dpi: int = 80,
+) -> Path:
+    """A GIF of points moving through ``states``: ``hold`` still frames on each ``z_i`` and
+    ``frames_per_layer`` frames of smooth (eased linear) interpolation to ``z_(i+1)``; fixed
+    axes. ``note`` is printed under the title (e.g. that frames between layers are
+    interpolated)."""
+    titles = titles or [f"z_{i}" for i in range(len(states))]
+    arrays = [s.detach().cpu().double().numpy() for s in states]
+    bounds = bounds_of(*states, quantile=0.002)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.set_xlim(bounds[:2])
+    ax.set_ylim(bounds[2:])
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=2, c=_colors(states[0]), linewidths=0)
+    if note:
+        fig.text(0.5, 0.02, note, ha="center", fontsize=7, color="0.4")
+    frames: list[Image.Image] = []
+
+    def grab(points: np.ndarray, title: str) -> None:
+        scatter.set_offsets(points[:, :2])
+        ax.set_title(title, fontsize=9)
+        fig.canvas.draw()
+        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+        frames.append(rgb.quantize(colors=128, method=Image.Quantize.MEDIANCUT))
+
+    for i in range(len(arrays)):
+        for _ in range(hold):
+            grab(arrays[i], titles[i])
+        if i + 1 < len(arrays):
+            for k in range(1, frames_per_layer):
+                u = k / frames_per_layer
+                u = u * u * (3 - 2 * u)  # smoothstep easing
+                grab((1 - u) * arrays[i] + u * arrays[i + 1], f"{titles[i].split(':')[0]} -> {titles[i + 1]}")
+    plt.close(fig)
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        frames[0].save(
+            temporary, format="GIF", save_all=True, append_images=frames[1:], duration=70, loop=0, optimize=True
+        )
+    return path
+
+
+def plot_loss(result: FitResult, path: str | Path) -> Path:
+    """Training and validation NLL against the step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if result.train_curve:
+        steps, values = zip(*result.train_curve, strict=True)
+        ax.plot(steps, values, label="training (running mean)")
+    if result.val_curve:
+        steps, values = zip(*result.val_curve, strict=True)
+        ax.plot(steps, values, label="validation")
+    ax.axvline(result.best_step, color="0.6", ls=":", label=f"best (step {result.best_step})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL (nats per sample)")
+    every = [v for curve in (result.train_curve, result.val_curve) for _, v in curve]
+    if every:
+        low, high = min(every), float(np.quantile(every, 0.9))
+        ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+@torch.inference_mode()
+def plot_loglik(flow: Flow, data: Tensor, path: str | Path) -> Path:
+    """Histograms of ``log p(x)`` on ``data`` under the trained flow and under ``N(0, I)``
+    (the untrained starting point in raw units): the tutorial's before/after picture."""
+    trained = torch.cat([flow.log_prob(c) for c in data.split(16384)]).cpu().numpy()
+    before = StandardNormal(data.shape[1]).log_prob(data.double().cpu()).numpy()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    low = float(np.quantile(np.concatenate((trained, before)), 0.005))
+    high = float(max(trained.max(), before.max()))
+    bins = np.linspace(low, high, 80)
+    ax.hist(before, bins=bins, alpha=0.6, label=f"N(0, I): mean {before.mean():.3f}")
+    ax.hist(trained, bins=bins, alpha=0.6, label=f"trained flow: mean {trained.mean():.3f}")
+    ax.set_xlabel("log p(x) on test data (nats)")
+    ax.set_ylabel("count")
+    ax.legend()
+    return _save(fig, path)

@@ -1,0 +1,115 @@
+"""The shared transform test: round trip and autograd-Jacobian log|det|, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowfit.transforms import (
+    AdditiveCoupling,
+    AffineCoupling,
+    Compose,
+    Permutation,
+    RandomPermutation,
+    Reverse,
+    Standardize,
+)
+
+from .helpers import check_bijection, randomize
+
+# (name, factory(dim, context_dim)) for every transform; parameters are randomised.
+FACTORIES = {
+    "affine_coupling": lambda d, c: AffineCoupling(d, hidden=(16, 16), context_dim=c),
+    "affine_coupling_swap": lambda d, c: AffineCoupling(d, swap=True, hidden=(16,), context_dim=c),
+    "affine_coupling_silu": lambda d, c: AffineCoupling(d, hidden=(8, 8), context_dim=c, activation="silu"),
+    "additive_coupling": lambda d, c: AdditiveCoupling(d, swap=True, hidden=(16,), context_dim=c),
+    "standardize": lambda d, c: Standardize(d),
+    "reverse": lambda d, c: Reverse(d),
+    "random_permutation": lambda d, c: RandomPermutation(d, seed=3),
+    "compose": lambda d, c: Compose(
+        [
+            AffineCoupling(d, hidden=(8,), context_dim=c),
+            Reverse(d),
+            AffineCoupling(d, swap=True, hidden=(8,), context_dim=c),
+            Standardize(d),
+        ]
+    ),
+}
+CONDITIONAL = {"affine_coupling", "affine_coupling_swap", "affine_coupling_silu", "additive_coupling", "compose"}
+
+
+def make(name: str, dim: int, context_dim: int, seed: int) -> torch.nn.Module:
+    transform = FACTORIES[name](dim, context_dim).double()
+    randomize(transform, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    for module in transform.modules():  # fixed buffers get random values too
+        if isinstance(module, Standardize):
+            module.loc.copy_(torch.randn(dim, generator=generator, dtype=torch.float64))
+            module.scale.copy_(torch.rand(dim, generator=generator, dtype=torch.float64) * 3 + 0.1)
+    return transform
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@given(dim=st.integers(2, 5), n=st.integers(1, 6), seed=st.integers(0, 2**16), scale=st.floats(0.1, 5.0))
+def test_round_trip_and_log_det(name: str, dim: int, n: int, seed: int, scale: float) -> None:
+    transform = make(name, dim, 0, seed)
+    points = scale * torch.randn(n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    check_bijection(transform, points)
+
+
+@pytest.mark.parametrize("name", sorted(CONDITIONAL))
+@given(dim=st.integers(2, 4), context_dim=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_conditional_round_trip_and_log_det(name: str, dim: int, context_dim: int, seed: int) -> None:
+    transform = make(name, dim, context_dim, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    points = torch.randn(5, dim, dtype=torch.float64, generator=generator)
+    context = torch.randn(5, context_dim, dtype=torch.float64, generator=generator)
+    check_bijection(transform, points, context)
+    # the context changes the map
+    other, _ = transform(points, context + 1.0)
+    assert not torch.allclose(other, transform(points, context)[0])
+
+
+def test_affine_coupling_log_scale_is_bounded() -> None:
+    coupling = AffineCoupling(2, hidden=(4,), scale_bound=2.0).double()
+    randomize(coupling, scale=50.0)
+    out, log_abs_det = coupling(1e3 * torch.randn(100, 2, dtype=torch.float64))
+    assert log_abs_det.abs().max() <= 2.0 and torch.isfinite(out).all()
+
+
+def test_coupling_starts_as_identity() -> None:
+    coupling = AffineCoupling(3, hidden=(8,))
+    points = torch.randn(10, 3)
+    out, log_abs_det = coupling(points)
+    assert torch.equal(out, points) and torch.equal(log_abs_det, torch.zeros(10))
+
+
+def test_alternating_couplings_move_both_halves() -> None:
+    first, second = AffineCoupling(2, swap=False), AffineCoupling(2, swap=True)
+    randomize(first)
+    randomize(second)
+    z = torch.randn(10, 2)
+    moved_first, _ = first(z)
+    moved_second, _ = second(z)
+    assert torch.equal(moved_first[:, 0], z[:, 0]) and not torch.equal(moved_first[:, 1], z[:, 1])
+    assert torch.equal(moved_second[:, 1], z[:, 1]) and not torch.equal(moved_second[:, 0], z[:, 0])
+
+
+def test_standardize_initializes_once_and_rejects_constant_columns() -> None:
+    layer = Standardize(2)
+    data = torch.randn(1000, 2) * torch.tensor([3.0, 0.5]) + torch.tensor([10.0, -2.0])
+    layer.initialize_from_data(data)
+    z, _ = layer.inverse(data)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2), atol=1e-5, rtol=0)
+    layer.initialize_from_data(data * 100)  # already initialised: unchanged
+    torch.testing.assert_close(layer.inverse(data)[0], z)
+    with pytest.raises(ValueError, match="zero variance"):
+        Standardize(2).initialize_from_data(torch.stack((torch.randn(50), torch.full((50,), 7.0)), dim=1))
+
+
+def test_permutation_rejects_non_permutation() -> None:
+    with pytest.raises(ValueError, match="not a permutation"):
+        Permutation(torch.tensor([0, 0, 1]))
