@@ -107,12 +107,12 @@ def train(
         raise InputError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
     _refuse_overwrite(out, force)
     dataset = pipeline.resolve_data(data, columns.split(",") if columns else None, seed=seed)
+    torch.manual_seed(seed)
     model = FLOWS[flow](dataset.dim, layers=layers, hidden=hidden_sizes)
     model.metadata = {"data": dataset.source, "columns": dataset.columns}
     typer.echo(
         f"training {flow} ({layers} layers, {sum(p.numel() for p in model.parameters()):,} parameters) "
-        f"on {dataset.source} ({dataset.dim}-D) for {steps} steps",
-        err=True,
+        f"on {dataset.source} ({dataset.dim}-D) for {steps} steps"
     )
     start = time.perf_counter()
     result = fit(

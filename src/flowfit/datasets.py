@@ -46,12 +46,14 @@ def moons(n: int, noise: float = 0.05, seed: int | None = None) -> Tensor:
     return _shuffled(points, g)
 
 
-def moons_log_prob(x: Tensor, noise: float = 0.05, nodes: int = 4096) -> Tensor:
+def moons_log_prob(x: Tensor, noise: float = 0.05, nodes: int = 1024) -> Tensor:
     """Exact log-density of the two-moons distribution of :func:`moons` (float64).
 
     ``p(x) = 1/2 sum_arcs (1/pi) int_0^pi N(x; c(t), noise^2 I) dt``, the integral by the
-    midpoint rule on ``nodes`` points per arc (exact to far below Monte Carlo error for
-    ``noise >= 0.01``). Use it for the entropy floor ``-E[log p(X)]`` and KL gaps.
+    midpoint rule on ``nodes`` points per arc. At noise 0.05 and 1024 nodes the pointwise
+    error is below 2e-3 nats (largest just past the arcs' ends) and the error of a mean over
+    moons samples below 1e-6, far below Monte Carlo error. Use it for the entropy floor
+    ``-E[log p(X)]`` and for KL gaps.
     """
     x = torch.as_tensor(x, dtype=torch.float64)
     t = (torch.arange(nodes, dtype=torch.float64) + 0.5) * math.pi / nodes

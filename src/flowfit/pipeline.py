@@ -63,6 +63,9 @@ def resolve_data(spec: str, columns: list[str] | None = None, seed: int = 0) -> 
         raise InputError(
             f"{path}: {len(values)} rows are too few to split into training, validation and test sets (need 10)"
         )
+    constant = [name for name, std in zip(names, values.double().std(dim=0).tolist(), strict=True) if std == 0]
+    if constant:
+        raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
     train, val, test = split(values, (0.8, 0.1, 0.1), seed=seed)
     return Data(source=str(path), columns=names, train=train, val=val, test=test, reference=train[:10_000])
 
@@ -121,4 +124,3 @@ def write_run(
             )
         )
     return written
-

@@ -92,8 +92,8 @@ def fit(
         steps: number of optimisation steps.
         batch_size: samples per step.
         lr: peak learning rate of Adam.
-        seed: seeds torch's global generator, so data draws, batches and initial weights are
-            reproducible.
+        seed: seeds torch's global generator first, so data draws and batches are
+            reproducible (seed it yourself before building the flow for its initial weights).
         val_data: held-out data for model selection. Default: ``val_fraction`` of a data
             tensor (held out from training), or 10,000 fresh draws from a sampler.
         val_every: evaluate the validation NLL every this many steps (default: 40 times in

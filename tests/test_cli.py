@@ -1,0 +1,153 @@
+"""The ``flowfit`` command end to end on a tiny budget, and its answers to bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flowfit.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "demo"
+    result = run("train", "--data", "moons", "--layers", "2", "--hidden", "16", "--steps", "40",
+                 "--batch-size", "128", "--out", out, "--no-progress")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_the_run_directory(model_dir) -> None:
+    names = {p.name for p in model_dir.iterdir()}
+    expected = {"model.safetensors", "config.json", "metrics.json", "history.csv", "samples.png", "density.png",
+                "layers.png", "flow.gif", "loss.png", "loglik.png"}  # fmt: skip
+    assert expected <= names
+    assert not [n for n in names if n.startswith(".")], "no temporary files left"
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    for key in ("train_nll", "val_nll", "test_nll", "test_nll_stderr", "steps", "seconds", "params",
+                "flowfit_version", "torch_version", "entropy_floor"):  # fmt: skip
+        assert key in metrics
+    assert metrics["steps"] == 40 and metrics["test_size"] == 100_000
+    assert metrics["entropy_floor"] < metrics["test_nll"] < 2.5
+    gif = Image.open(model_dir / "flow.gif")
+    assert gif.n_frames > 3 * 10  # 3 states held, 2 transitions interpolated
+
+
+def test_sample_density_animate(model_dir, tmp_path) -> None:
+    samples = tmp_path / "samples.csv"
+    result = run("sample", "--model", model_dir, "-n", "300", "--out", samples, "--seed", "1")
+    assert result.exit_code == 0, result.output
+    values = np.loadtxt(samples, delimiter=",", skiprows=1)
+    assert values.shape == (300, 2) and np.isfinite(values).all()
+
+    logp = tmp_path / "logp.csv"
+    result = run("density", "--model", model_dir, "--input", samples, "--out", logp)
+    assert result.exit_code == 0, result.output
+    log_p = np.loadtxt(logp, skiprows=1)
+    assert log_p.shape == (300,) and np.isfinite(log_p).all()
+
+    gif = tmp_path / "flow.gif"
+    result = run("animate", "--model", model_dir, "--out", gif, "-n", "200", "--frames", "3")
+    assert result.exit_code == 0, result.output
+    assert Image.open(gif).n_frames > 3
+
+
+def test_train_on_a_csv_file(tmp_path) -> None:
+    data = tmp_path / "data.csv"
+    rng = np.random.default_rng(0)
+    table = np.column_stack((rng.normal(1000, 200, 400), rng.normal(5, 1, 400), rng.normal(0, 1, 400)))
+    np.savetxt(data, table, delimiter=",", header="area,price,noise", comments="")
+    out = tmp_path / "run"
+    result = run("train", "--data", data, "--layers", "2", "--hidden", "8", "--steps", "5", "--out", out,
+                 "--no-progress", "--no-plots", "--columns", "area,price")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["metadata"]["columns"] == ["area", "price"]
+    result = run("sample", "--model", out, "-n", "5", "--out", tmp_path / "s.csv")
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "area,price"
+
+
+def assert_clean_failure(result, message: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,b\nx,y\n", "is not a number"),
+        ("", "empty"),
+        ("a,b\n1,nan\n", "NaN"),
+        ("1,2\n3,inf\n", "inf"),
+        ("a,b,c\n1,2,3\n", "3 columns but the model expects 2"),
+    ],
+)
+def test_density_rejects_bad_input(model_dir, tmp_path, content: str, message: str) -> None:
+    points = tmp_path / "points.csv"
+    points.write_text(content)
+    out = tmp_path / "logp.csv"
+    assert_clean_failure(run("density", "--model", model_dir, "--input", points, "--out", out), message)
+    assert not out.exists()
+
+
+def test_missing_and_corrupt_models(model_dir, tmp_path) -> None:
+    out = tmp_path / "s.csv"
+    assert_clean_failure(run("sample", "--model", tmp_path / "nowhere", "--out", out), "does not exist")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (broken / name).write_bytes((model_dir / name).read_bytes())
+    weights = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 3])
+    assert_clean_failure(run("sample", "--model", broken, "--out", out), "corrupt or truncated")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("n", ["0", "-5"])
+def test_sample_count_must_be_positive(model_dir, tmp_path, n: str) -> None:
+    assert_clean_failure(run("sample", "--model", model_dir, "-n", n, "--out", tmp_path / "s.csv"), "positive")
+
+
+def test_existing_outputs_are_not_overwritten(model_dir, tmp_path) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in model_dir.iterdir()}
+    result = run("train", "--steps", "1", "--out", model_dir, "--no-progress")
+    assert_clean_failure(result, "already exists")
+    assert {p.name: p.stat().st_mtime_ns for p in model_dir.iterdir()} == before
+    existing = tmp_path / "s.csv"
+    existing.write_text("keep me")
+    assert_clean_failure(run("sample", "--model", model_dir, "--out", existing), "already exists")
+    assert existing.read_text() == "keep me"
+
+
+def test_bad_train_arguments(tmp_path) -> None:
+    out = tmp_path / "run"
+    assert_clean_failure(run("train", "--data", "nonesuch", "--out", out), "neither a file nor")
+    assert_clean_failure(run("train", "--flow", "nonesuch", "--out", out), "not a flow family")
+    assert_clean_failure(run("train", "--steps", "0", "--out", out), "--steps must be")
+    constant = tmp_path / "constant.csv"
+    constant.write_text("a,b\n" + "".join(f"{i},1\n" for i in range(50)))
+    assert_clean_failure(run("train", "--data", constant, "--out", out, "--no-progress"), "constant")
+    few = tmp_path / "few.csv"
+    few.write_text("a,b\n1,2\n3,5\n")
+    assert_clean_failure(run("train", "--data", few, "--out", out), "too few")
+    assert not out.exists()
+
+
+def test_help_and_module_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "flowfit", "--help"], capture_output=True, text=True, check=True)
+    for command in ("train", "sample", "density", "animate"):
+        assert command in result.stdout

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flowfit import datasets
+from flowfit.errors import InputError
+
+
+@pytest.mark.parametrize("name", sorted(datasets.TOYS))
+def test_toys_shape_dtype_and_seed(name: str) -> None:
+    toy = datasets.TOYS[name]
+    points = toy(1001, seed=7)
+    assert points.shape == (1001, 2) and points.dtype == torch.float32
+    assert torch.isfinite(points).all()
+    assert torch.equal(points, toy(1001, seed=7))
+    assert not torch.equal(points, toy(1001, seed=8))
+
+
+def test_moons_geometry() -> None:
+    """Noise-free moons lie on the two arcs, half the points on each."""
+    points = datasets.moons(1000, noise=0.0, seed=0)
+    upper = (points - torch.tensor([0.0, 0.0])).norm(dim=1)
+    lower = (points - torch.tensor([1.0, 0.5])).norm(dim=1)
+    on_upper = (upper - 1).abs() < 1e-5
+    on_lower = (lower - 1).abs() < 1e-5
+    assert bool((on_upper | on_lower).all())
+    assert on_upper.sum() == 500 and on_lower.sum() == 500
+    assert bool((points[on_upper, 1] >= -1e-6).all()) and bool((points[on_lower, 1] <= 0.5 + 1e-6).all())
+
+
+def test_moons_noise_is_isotropic_gaussian() -> None:
+    clean = datasets.moons(20000, noise=0.0, seed=3)
+    noisy = datasets.moons(20000, noise=0.05, seed=3)
+    # same generator stream: the difference is the noise (shuffling uses the same permutation)
+    noise = noisy - clean
+    assert abs(noise.std().item() - 0.05) < 0.002
+    assert abs(noise.mean().item()) < 0.002
+
+
+def test_moons_log_prob_integrates_to_one_and_gives_the_entropy() -> None:
+    x = np.linspace(-1.5, 2.5, 400)
+    y = np.linspace(-1.0, 1.5, 250)
+    grid = torch.from_numpy(np.stack(np.meshgrid(x, y), axis=-1).reshape(-1, 2))
+    mass = datasets.moons_log_prob(grid).exp().sum().item() * (x[1] - x[0]) * (y[1] - y[0])
+    assert abs(mass - 1) < 0.01
+    # the reference figure: 0.288 nats (standard error 0.002)
+    entropy = -datasets.moons_log_prob(datasets.moons(20000, seed=0)).mean().item()
+    assert abs(entropy - 0.288) < 0.015
+
+
+def test_moons_log_prob_matches_a_fine_quadrature() -> None:
+    x = datasets.moons(500, seed=2)
+    coarse, fine = datasets.moons_log_prob(x), datasets.moons_log_prob(x, nodes=16384)
+    assert (coarse - fine).abs().max() < 2e-3
+    assert abs((coarse - fine).mean()) < 1e-5
+
+
+def test_eight_gaussians_centres() -> None:
+    points = datasets.eight_gaussians(8000, noise=0.01, seed=0)
+    radius = points.norm(dim=1)
+    assert (radius - 2 * math.sqrt(2)).abs().max() < 0.1
+    angles = torch.remainder(torch.atan2(points[:, 1], points[:, 0]), 2 * math.pi)
+    sectors = torch.round(angles / (math.pi / 4)).remainder(8).long()
+    assert torch.bincount(sectors, minlength=8).min() > 800
+
+
+def test_checkerboard_lies_on_dark_squares() -> None:
+    points = datasets.checkerboard(5000, seed=0)
+    assert points.abs().max() <= 4
+    parity = (torch.floor(points[:, 0] / 2) + torch.floor(points[:, 1] / 2)).remainder(2)
+    assert bool((parity == parity[0]).all())
+
+
+# -- files ----------------------------------------------------------------------------------
+def test_load_csv_with_and_without_header(tmp_path) -> None:
+    with_header = tmp_path / "a.csv"
+    with_header.write_text("area,price\n1.5,2\n3,4.25\n")
+    values, names = datasets.load_table(with_header)
+    assert names == ["area", "price"]
+    torch.testing.assert_close(values, torch.tensor([[1.5, 2.0], [3.0, 4.25]]))
+    plain = tmp_path / "b.csv"
+    plain.write_text("1,2\n3,4\n")
+    values, names = datasets.load_table(plain)
+    assert names == ["x0", "x1"] and values.shape == (2, 2)
+    values, names = datasets.load_table(with_header, columns=["price"])
+    assert names == ["price"] and values[:, 0].tolist() == [2.0, 4.25]
+
+
+def test_load_tsv_and_npy(tmp_path) -> None:
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("a\tb\n1\t2\n")
+    assert datasets.load_table(tsv)[1] == ["a", "b"]
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.arange(6.0).reshape(3, 2))
+    values, _ = datasets.load_table(npy)
+    assert values.shape == (3, 2) and values[2, 1] == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("a,b\n", "no data rows"),
+        ("a,b\n1,x\n", "'x' is not a number"),
+        ("a,b\n1,2\n3\n", "line 3 has 1 fields"),
+        ("a,b\n1,nan\n", "NaN and inf"),
+        ("1,2\ninf,3\n", "NaN and inf"),
+    ],
+)
+def test_bad_csv_files(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        datasets.load_table(path)
+
+
+def test_bad_npy_and_missing_column(tmp_path) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"not an array")
+    with pytest.raises(InputError, match=r"not a readable \.npy"):
+        datasets.load_table(path)
+    good = tmp_path / "a.csv"
+    good.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="no column named 'c'"):
+        datasets.load_table(good, columns=["c"])
+    with pytest.raises(InputError, match="no such file"):
+        datasets.load_table(tmp_path / "missing.csv")

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import flowfit
+from flowfit.errors import CheckpointError
+from flowfit.flow import Flow
+from flowfit.transforms import Reverse
+
+from .helpers import randomize
+
+
+def trained_like_flow() -> Flow:
+    flow = flowfit.RealNVP(3, layers=2, hidden=(8,))
+    randomize(flow, scale=0.2)
+    flow.initialize(torch.randn(100, 3) * 4 + 1)
+    flow.metadata = {"columns": ["a", "b", "c"]}
+    return flow
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    flow = trained_like_flow()
+    flowfit.save(flow, tmp_path / "model")
+    loaded = flowfit.load(tmp_path / "model")
+    x = torch.randn(50, 3)
+    torch.testing.assert_close(loaded.log_prob(x), flow.log_prob(x), rtol=0, atol=0)
+    assert loaded.metadata == {"columns": ["a", "b", "c"]}
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["flow"] == {
+        "builder": "realnvp",
+        "kwargs": {"dim": 3, "layers": 2, "hidden": [8], "context_dim": 0, "activation": "relu", "scale_bound": 3.0},
+    }
+    assert not list((tmp_path / "model").glob(".*")), "no temporary files left behind"
+
+
+def test_save_refuses_non_finite_parameters(tmp_path) -> None:
+    flow = trained_like_flow()
+    with torch.no_grad():
+        next(flow.parameters())[0].fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        flowfit.save(flow, tmp_path / "model")
+    assert not (tmp_path / "model" / "model.safetensors").exists()
+
+
+def test_hand_made_flow_cannot_be_saved(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="builder"):
+        flowfit.save(Flow([Reverse(2)], dim=2), tmp_path)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    directory = tmp_path / "model"
+    flowfit.save(trained_like_flow(), directory)
+    return directory
+
+
+def test_missing_directory_and_files(tmp_path, saved) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        flowfit.load(tmp_path / "nowhere")
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
+        flowfit.load(saved)
+
+
+def test_truncated_and_corrupted_weights(saved) -> None:
+    weights = saved / "model.safetensors"
+    original = weights.read_bytes()
+    weights.write_bytes(original[: len(original) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        flowfit.load(saved)
+    weights.write_bytes(b"\xff" * 64)
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        flowfit.load(saved)
+
+
+def test_weights_that_do_not_match_the_config(saved) -> None:
+    config = json.loads((saved / "config.json").read_text())
+    config["flow"]["kwargs"]["hidden"] = [16]
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match"):
+        flowfit.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(format_version=99), "reads format 1 at most"),
+        (lambda c: c["flow"].update(builder="nonesuch"), "names no flow family"),
+        (lambda c: c.pop("format"), "not a flowfit model config"),
+    ],
+)
+def test_incompatible_configs(saved, edit, message) -> None:
+    config = json.loads((saved / "config.json").read_text())
+    edit(config)
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        flowfit.load(saved)
+
+
+def test_config_that_is_not_json(saved) -> None:
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        flowfit.load(saved)
