@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowfit-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test figures clean
 
 # torch is installed first and pinned: a plain `torch` requirement would pull a multi-GB
 # CUDA build; 2.13.0 is the CPU wheel this project is tested with.
@@ -21,6 +21,11 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/python -m pytest
+
+# The README's pictures: the demo's own outputs, copied into docs/.
+figures: demo
+	cp runs/demo/samples.png runs/demo/density.png runs/demo/layers.png runs/demo/flow.gif \
+	   runs/demo/loss.png runs/demo/loglik.png docs/
 
 clean:
 	rm -rf $(VENV) runs

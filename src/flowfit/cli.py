@@ -79,8 +79,8 @@ def train(
     hidden: Annotated[
         str, typer.Option(help="Hidden layer sizes of each conditioner network, comma separated.")
     ] = "256,256",
-    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 5000,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 2e-3,
+    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 6000,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 512,
     seed: Annotated[int, typer.Option(help="Random seed (weights, batches, data split).")] = 0,
     columns: Annotated[str | None, typer.Option(help="Columns of the file to model, comma separated.")] = None,

@@ -45,9 +45,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     try:
         yield Path(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

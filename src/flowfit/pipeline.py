@@ -108,7 +108,7 @@ def write_run(
     written = [directory / name for name in ("model.safetensors", "config.json", "metrics.json", "history.csv")]
     if not plots:
         return written
-    written.append(viz.plot_loss(result, directory / "loss.png"))
+    written.append(viz.plot_loss(result, directory / "loss.png", metrics.get("entropy_floor")))
     written.append(viz.plot_loglik(flow, data.test, directory / "loglik.png"))
     if data.dim == 2:
         with torch.inference_mode():

@@ -188,8 +188,9 @@ def animate(
     return path
 
 
-def plot_loss(result: FitResult, path: str | Path) -> Path:
-    """Training and validation NLL against the step."""
+def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -> Path:
+    """Training and validation NLL against the step; ``floor``, when known, is the true
+    density's NLL (the entropy), drawn as a line no model can cross in expectation."""
     fig, ax = plt.subplots(figsize=(6, 4))
     if result.train_curve:
         steps, values = zip(*result.train_curve, strict=True)
@@ -198,11 +199,13 @@ def plot_loss(result: FitResult, path: str | Path) -> Path:
         steps, values = zip(*result.val_curve, strict=True)
         ax.plot(steps, values, label="validation")
     ax.axvline(result.best_step, color="0.6", ls=":", label=f"best (step {result.best_step})")
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"entropy floor ({floor:.3f})")
     ax.set_xlabel("step")
     ax.set_ylabel("NLL (nats per sample)")
     every = [v for curve in (result.train_curve, result.val_curve) for _, v in curve]
     if every:
-        low, high = min(every), float(np.quantile(every, 0.9))
+        low, high = min([*every, floor if floor is not None else math.inf]), float(np.quantile(every, 0.9))
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
     ax.legend()
     ax.grid(alpha=0.3)
