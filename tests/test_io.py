@@ -31,7 +31,15 @@ def test_save_load_round_trip(tmp_path) -> None:
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["flow"] == {
         "builder": "realnvp",
-        "kwargs": {"dim": 3, "layers": 2, "hidden": [8], "context_dim": 0, "activation": "relu", "scale_bound": 3.0},
+        "kwargs": {
+            "dim": 3,
+            "layers": 2,
+            "hidden": [8],
+            "context_dim": 0,
+            "embedding": [],
+            "activation": "relu",
+            "scale_bound": 3.0,
+        },
     }
     assert not list((tmp_path / "model").glob(".*")), "no temporary files left behind"
 

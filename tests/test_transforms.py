@@ -8,12 +8,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowfit.transforms import (
+    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     Compose,
+    ElementwiseAffine,
+    Logit,
+    LULinear,
+    MaskedAffineAutoregressive,
+    MaskedSplineAutoregressive,
     Permutation,
     RandomPermutation,
     Reverse,
+    Sigmoid,
+    SplineCoupling,
     Standardize,
 )
 
@@ -25,6 +33,17 @@ FACTORIES = {
     "affine_coupling_swap": lambda d, c: AffineCoupling(d, swap=True, hidden=(16,), context_dim=c),
     "affine_coupling_silu": lambda d, c: AffineCoupling(d, hidden=(8, 8), context_dim=c, activation="silu"),
     "additive_coupling": lambda d, c: AdditiveCoupling(d, swap=True, hidden=(16,), context_dim=c),
+    "spline_coupling": lambda d, c: SplineCoupling(d, hidden=(16,), context_dim=c, bins=5, tail_bound=3.0),
+    "spline_coupling_swap": lambda d, c: SplineCoupling(d, swap=True, hidden=(8, 8), context_dim=c, bins=8),
+    "maf_affine": lambda d, c: MaskedAffineAutoregressive(d, hidden=(16, 16), context_dim=c),
+    "iaf_affine": lambda d, c: MaskedAffineAutoregressive(d, hidden=(16,), context_dim=c, fast="forward"),
+    "maf_spline": lambda d, c: MaskedSplineAutoregressive(d, hidden=(16, 16), context_dim=c, bins=6),
+    "iaf_spline": lambda d, c: MaskedSplineAutoregressive(d, hidden=(16,), context_dim=c, fast="forward", bins=4),
+    "lu_linear": lambda d, c: LULinear(d, seed=d),
+    "elementwise_affine": lambda d, c: ElementwiseAffine(d),
+    "actnorm": lambda d, c: ActNorm(d),
+    "sigmoid": lambda d, c: Sigmoid(),
+    "logit": lambda d, c: Logit(),
     "standardize": lambda d, c: Standardize(d),
     "reverse": lambda d, c: Reverse(d),
     "random_permutation": lambda d, c: RandomPermutation(d, seed=3),
@@ -37,7 +56,21 @@ FACTORIES = {
         ]
     ),
 }
-CONDITIONAL = {"affine_coupling", "affine_coupling_swap", "affine_coupling_silu", "additive_coupling", "compose"}
+CONDITIONAL = {
+    "affine_coupling",
+    "affine_coupling_swap",
+    "affine_coupling_silu",
+    "additive_coupling",
+    "spline_coupling",
+    "spline_coupling_swap",
+    "maf_affine",
+    "iaf_affine",
+    "maf_spline",
+    "iaf_spline",
+    "compose",
+}
+# transforms defined on part of R^d get their inputs mapped into the domain
+DOMAIN = {"logit": torch.sigmoid}
 
 
 def make(name: str, dim: int, context_dim: int, seed: int) -> torch.nn.Module:
@@ -56,7 +89,7 @@ def make(name: str, dim: int, context_dim: int, seed: int) -> torch.nn.Module:
 def test_round_trip_and_log_det(name: str, dim: int, n: int, seed: int, scale: float) -> None:
     transform = make(name, dim, 0, seed)
     points = scale * torch.randn(n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
-    check_bijection(transform, points)
+    check_bijection(transform, DOMAIN.get(name, lambda v: v)(points))
 
 
 @pytest.mark.parametrize("name", sorted(CONDITIONAL))
@@ -113,3 +146,31 @@ def test_standardize_initializes_once_and_rejects_constant_columns() -> None:
 def test_permutation_rejects_non_permutation() -> None:
     with pytest.raises(ValueError, match="not a permutation"):
         Permutation(torch.tensor([0, 0, 1]))
+
+
+@pytest.mark.parametrize("fast", ["inverse", "forward"])
+def test_autoregressive_jacobian_is_triangular(fast: str) -> None:
+    transform = MaskedAffineAutoregressive(4, hidden=(16, 16), fast=fast).double()
+    randomize(transform)
+    point = torch.randn(4, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda v: transform(v[None])[0][0], point)
+    assert torch.equal(torch.triu(jacobian, 1), torch.zeros(4, 4, dtype=torch.float64))
+    assert (torch.diagonal(jacobian) != 0).all()
+
+
+def test_actnorm_initializes_from_data() -> None:
+    layer = ActNorm(3)
+    data = torch.randn(500, 3) * torch.tensor([2.0, 0.1, 5.0]) + 4
+    layer.initialize_from_data(data)
+    z, _ = layer.inverse(data)
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(3), atol=1e-4, rtol=0)
+    assert all(p.requires_grad for p in layer.parameters())
+
+
+def test_lu_linear_is_its_matrix() -> None:
+    layer = LULinear(4, seed=1).double()
+    randomize(layer, scale=0.3)
+    z = torch.randn(6, 4, dtype=torch.float64)
+    torch.testing.assert_close(layer(z)[0], z @ layer.matrix().T + layer.bias)
+    torch.testing.assert_close(layer(z)[1][0], torch.linalg.slogdet(layer.matrix()).logabsdet)

@@ -1,5 +1,12 @@
 """Builders for the flow families. Each returns a :class:`~flowfit.flow.Flow` whose
 ``config`` records the builder's name and arguments, so :func:`flowfit.load` can rebuild it.
+
+Every flow ends (on the data side) with a fixed :class:`~flowfit.transforms.Standardize`
+that carries the data's units; :meth:`Flow.initialize` (which ``fit`` calls) fits it, and
+the context's own standardization, to the training data. Every builder takes
+``context_dim`` (0: unconditional) and ``embedding``: the hidden sizes of an MLP that maps
+the (standardized) context before it reaches the conditioners; its last size is what they
+see. Defaults are tuned on the 2-D toys.
 """
 
 from __future__ import annotations
@@ -8,7 +15,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowfit.flow import Flow
-from flowfit.transforms import AffineCoupling, Standardize
+from flowfit.nets import MLP
+from flowfit.transforms import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ElementwiseAffine,
+    LULinear,
+    MaskedAffineAutoregressive,
+    MaskedSplineAutoregressive,
+    Reverse,
+    SplineCoupling,
+    Standardize,
+    Transform,
+)
 
 #: Builders by the name used in ``config.json`` and on the command line.
 FLOWS: dict[str, Callable[..., Flow]] = {}
@@ -17,13 +37,31 @@ FLOWS: dict[str, Callable[..., Flow]] = {}
 def _register(name: str) -> Callable[[Callable[..., Flow]], Callable[..., Flow]]:
     def decorate(builder: Callable[..., Flow]) -> Callable[..., Flow]:
         FLOWS[name] = builder
+        builder.flow_name = name  # type: ignore[attr-defined]
         return builder
 
     return decorate
 
 
-def _config(name: str, **kwargs: Any) -> dict[str, Any]:
-    return {"builder": name, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+def _flow(name: str, transforms: list[Transform], dim: int, context_dim: int, kwargs: dict[str, Any]) -> Flow:
+    """Append the data-side standardization, build the context embedding, record the config."""
+    embedding = tuple(kwargs.get("embedding") or ())
+    context_embedding = None
+    if context_dim and embedding:
+        context_embedding = MLP(context_dim, embedding[-1], embedding[:-1], kwargs.get("activation", "relu"),
+                                zero_last=False)  # fmt: skip
+    config = {"builder": name, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    return Flow([*transforms, Standardize(dim)], dim, context_dim, context_embedding, config)
+
+
+def _features(context_dim: int, embedding: Sequence[int]) -> int:
+    """Context size the conditioners see."""
+    return (embedding[-1] if embedding else context_dim) if context_dim else 0
+
+
+def _check_dim(name: str, dim: int, minimum: int) -> None:
+    if dim < minimum:
+        raise ValueError(f"{name} needs dim >= {minimum}, got {dim}")
 
 
 @_register("realnvp")
@@ -32,45 +70,143 @@ def RealNVP(  # noqa: N802 (a builder named after the model, as users expect)
     layers: int = 6,
     hidden: Sequence[int] = (256, 256),
     context_dim: int = 0,
+    embedding: Sequence[int] = (),
     activation: str = "relu",
     scale_bound: float = 3.0,
 ) -> Flow:
-    """RealNVP (Dinh et al. 2017): ``layers`` affine couplings, alternating which half moves.
+    """RealNVP (Dinh et al. 2017): ``layers`` affine couplings with bounded log-scales,
+    alternating which half moves (for ``dim = 2``, the tutorial's flips)."""
+    _check_dim("RealNVP", dim, 2)
+    features = _features(context_dim, embedding)
+    transforms: list[Transform] = []
+    for i in range(layers):
+        transforms += [AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound)]
+    return _flow("realnvp", transforms, dim, context_dim, dict(
+        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
+        activation=activation, scale_bound=scale_bound))  # fmt: skip
 
-    Layer ``i`` transforms the second half given the first for even ``i`` and the first half
-    given the second for odd ``i``. A fixed :class:`~flowfit.transforms.Standardize` at the
-    data end carries the data's units; it is fitted by :meth:`Flow.initialize` (``fit``
-    calls it).
-    """
-    if dim < 2:
-        raise ValueError(f"RealNVP needs dim >= 2, got {dim}")
-    transforms = [
-        AffineCoupling(
-            dim,
-            swap=bool(i % 2),
-            hidden=hidden,
-            context_dim=context_dim,
-            activation=activation,
-            scale_bound=scale_bound,
-        )
-        for i in range(layers)
-    ]
-    transforms.append(Standardize(dim))
-    config = _config(
-        "realnvp",
-        dim=dim,
-        layers=layers,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        activation=activation,
-        scale_bound=scale_bound,
-    )
-    return Flow(transforms, dim, context_dim=context_dim, config=config)
+
+@_register("nice")
+def NICE(  # noqa: N802
+    dim: int,
+    layers: int = 6,
+    hidden: Sequence[int] = (256, 256),
+    context_dim: int = 0,
+    embedding: Sequence[int] = (),
+    activation: str = "relu",
+) -> Flow:
+    """NICE (Dinh et al. 2015): additive (volume-preserving) couplings, then a learnt
+    elementwise scaling, the only layer that changes volume."""
+    _check_dim("NICE", dim, 2)
+    features = _features(context_dim, embedding)
+    transforms: list[Transform] = []
+    for i in range(layers):
+        transforms += [AdditiveCoupling(dim, bool(i % 2), hidden, features, activation)]
+    transforms.append(ElementwiseAffine(dim))
+    return _flow("nice", transforms, dim, context_dim, dict(
+        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
+        activation=activation))  # fmt: skip
+
+
+@_register("nsf")
+def NSF(  # noqa: N802
+    dim: int,
+    layers: int = 4,
+    bins: int = 8,
+    hidden: Sequence[int] = (128, 128),
+    tail_bound: float = 4.0,
+    autoregressive: bool = False,
+    context_dim: int = 0,
+    embedding: Sequence[int] = (),
+    activation: str = "relu",
+) -> Flow:
+    """Neural spline flow (Durkan et al. 2019): rational-quadratic spline couplings
+    (``autoregressive=False``) or masked autoregressive splines (``True``, MAF direction:
+    one pass for ``log_prob``, ``dim`` passes for sampling). Splines have ``bins`` bins on
+    ``[-tail_bound, tail_bound]`` (in standardized units) and identity tails outside."""
+    _check_dim("NSF", dim, 1 if autoregressive else 2)
+    features = _features(context_dim, embedding)
+    transforms: list[Transform] = []
+    for i in range(layers):
+        if autoregressive:
+            transforms.append(MaskedSplineAutoregressive(dim, hidden, features, activation, "inverse", bins,
+                                                         tail_bound))  # fmt: skip
+            transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
+        else:
+            transforms.append(SplineCoupling(dim, bool(i % 2), hidden, features, activation, bins, tail_bound))
+        return _flow("nsf", transforms, dim, context_dim, dict(
+        dim=dim, layers=layers, bins=bins, hidden=tuple(hidden), tail_bound=tail_bound,
+        autoregressive=autoregressive, context_dim=context_dim, embedding=tuple(embedding),
+        activation=activation))  # fmt: skip
+
+
+def _masked_affine(name: str, fast: str, dim: int, layers: int, hidden: Sequence[int], context_dim: int,
+                   embedding: Sequence[int], activation: str, scale_bound: float) -> Flow:  # fmt: skip
+    features = _features(context_dim, embedding)
+    transforms: list[Transform] = []
+    for i in range(layers):
+        transforms.append(MaskedAffineAutoregressive(dim, hidden, features, activation, fast, scale_bound))
+        transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
+    return _flow(name, transforms, dim, context_dim, dict(
+        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
+        activation=activation, scale_bound=scale_bound))  # fmt: skip
+
+
+@_register("maf")
+def MAF(  # noqa: N802
+    dim: int,
+    layers: int = 5,
+    hidden: Sequence[int] = (128, 128),
+    context_dim: int = 0,
+    embedding: Sequence[int] = (),
+    activation: str = "relu",
+    scale_bound: float = 3.0,
+) -> Flow:
+    """Masked autoregressive flow (Papamakarios et al. 2017): affine MADE layers, order
+    reversed between layers. ``log_prob`` is one pass per layer; sampling ``dim`` passes."""
+    return _masked_affine("maf", "inverse", dim, layers, hidden, context_dim, embedding, activation, scale_bound)
+
+
+@_register("iaf")
+def IAF(  # noqa: N802
+    dim: int,
+    layers: int = 5,
+    hidden: Sequence[int] = (128, 128),
+    context_dim: int = 0,
+    embedding: Sequence[int] = (),
+    activation: str = "relu",
+    scale_bound: float = 3.0,
+) -> Flow:
+    """Inverse autoregressive flow (Kingma et al. 2016): MAF's layers the other way round.
+    Sampling (and ``sample_and_log_prob``) is one pass per layer; ``log_prob`` of given
+    data takes ``dim`` passes, so training by maximum likelihood is ``dim`` times slower."""
+    return _masked_affine("iaf", "forward", dim, layers, hidden, context_dim, embedding, activation, scale_bound)
+
+
+@_register("glow")
+def Glow(  # noqa: N802
+    dim: int,
+    layers: int = 6,
+    hidden: Sequence[int] = (256, 256),
+    context_dim: int = 0,
+    embedding: Sequence[int] = (),
+    activation: str = "relu",
+    scale_bound: float = 3.0,
+) -> Flow:
+    """Glow (Kingma & Dhariwal 2018) for vectors: each step is, from the data side, ActNorm
+    (initialised from the first batch), an LU-decomposed invertible linear map, and an
+    affine coupling."""
+    _check_dim("Glow", dim, 2)
+    features = _features(context_dim, embedding)
+    transforms: list[Transform] = []
+    for i in range(layers):
+        transforms += [AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound),
+                       LULinear(dim, seed=i), ActNorm(dim)]  # fmt: skip
+    return _flow("glow", transforms, dim, context_dim, dict(
+        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
+        activation=activation, scale_bound=scale_bound))  # fmt: skip
 
 
 def build(config: dict[str, Any]) -> Flow:
     """Rebuild an (untrained) flow from its ``config``."""
-    name = config["builder"]
-    if name not in FLOWS:
-        raise KeyError(name)
-    return FLOWS[name](**config["kwargs"])
+    return FLOWS[config["builder"]](**config["kwargs"])

@@ -50,6 +50,10 @@ class Flow(nn.Module):
         self.base = StandardNormal(dim)
         self.transform = Compose(transforms)
         self.context_embedding = context_embedding
+        # the context is standardized (fixed, from the training data) before anything sees it
+        self.register_buffer("context_loc", torch.zeros(context_dim))
+        self.register_buffer("context_scale", torch.ones(context_dim))
+        self.register_buffer("context_initialized", torch.tensor(False))
         self.config = config
         #: Free-form facts saved with the model (column names, the data it was fitted to).
         self.metadata: dict[str, Any] = {}
@@ -90,7 +94,8 @@ class Flow(nn.Module):
             raise InputError(f"the number of samples must be positive, got {n}")
         rows = self._context_rows(context)
         z = self.base.sample(n * (rows or 1))
-        context = None if context is None else context.repeat_interleave(n, dim=0)
+        if context is not None:
+            context = torch.as_tensor(context, device=z.device, dtype=z.dtype).repeat_interleave(n, dim=0)
         x, log_abs_det = self.transform(z, self._embed(context, z.shape[0]))
         log_prob = self.base.log_prob(z) - log_abs_det
         if rows is None:
@@ -118,10 +123,18 @@ class Flow(nn.Module):
     def initialize(self, x: Tensor, context: Tensor | None = None) -> None:
         """Run the data-dependent initialisation of every layer (e.g. standardization).
 
-        Each layer that has one sees ``x`` mapped back to its own data side. Layers already
-        initialised (a loaded or resumed model) keep their values.
+        Each layer that has one sees ``x`` mapped back to its own data side; the context's
+        standardization is fitted to ``context``. Whatever is already initialised (a loaded
+        or resumed model) keeps its values.
         """
-        self.transform.initialize_from_data(self._check(x, "x"))
+        x = self._check(x, "x")
+        if context is not None and self.context_dim and not bool(self.context_initialized):
+            context = torch.as_tensor(context, device=self._anchor.device, dtype=self._anchor.dtype)
+            scale = context.std(dim=0) if len(context) > 1 else torch.ones_like(context[0])
+            self.context_loc.copy_(context.mean(dim=0))
+            self.context_scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
+            self.context_initialized.fill_(True)
+        self.transform.initialize_from_data(x, self._embed(context, x.shape[0]))
 
     # -- helpers --------------------------------------------------------------------------
     @property
@@ -140,9 +153,10 @@ class Flow(nn.Module):
             if self.context_dim:
                 raise InputError("this flow is conditional: pass a context")
             return None
-        if context.dim() != 2 or context.shape[1] != self.context_dim:
-            raise InputError(f"context must have shape (m, {self.context_dim}), got {tuple(context.shape)}")
-        return context.shape[0]
+        shape = tuple(torch.as_tensor(context).shape)
+        if len(shape) != 2 or shape[1] != self.context_dim:
+            raise InputError(f"context must have shape (m, {self.context_dim}), got {shape}")
+        return shape[0]
 
     def _embed(self, context: Tensor | None, n: int) -> Tensor | None:
         if context is None:
@@ -152,6 +166,7 @@ class Flow(nn.Module):
         context = torch.as_tensor(context, device=self._anchor.device, dtype=self._anchor.dtype)
         if context.dim() != 2 or context.shape != (n, self.context_dim):
             raise InputError(f"context must have shape ({n}, {self.context_dim}), got {tuple(context.shape)}")
+        context = (context - self.context_loc) / self.context_scale
         if self.context_embedding is not None:
             context = self.context_embedding(context)
         return context

@@ -146,8 +146,11 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Flow:
     """Rebuild a flow saved by :func:`save` (in eval mode, on ``device``)."""
     directory = Path(directory)
     config = read_config(directory)
+    dtype = getattr(torch, str(config.get("dtype", "float32")), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise CheckpointError(f"{directory / CONFIG}: unknown dtype {config.get('dtype')!r}")
     try:
-        flow = build(config["flow"])
+        flow = build(config["flow"]).to(dtype)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{directory / CONFIG}: cannot build the flow ({error})") from None
     weights = directory / WEIGHTS
@@ -162,6 +165,5 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Flow:
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise CheckpointError(f"{weights} does not match its {CONFIG}: {first}") from None
-    dtype = getattr(torch, config.get("dtype", "float32"), torch.float32)
     flow.metadata = dict(config.get("metadata") or {})
-    return flow.to(device=device, dtype=dtype).eval()
+    return flow.to(device=device).eval()

@@ -18,9 +18,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLP(nn.Sequential):
     """A fully connected network ``in_features -> hidden... -> out_features``.
 
-    The last layer starts at zero, so a transform whose parameters it predicts starts as
-    (or near) the identity map: training begins from the base distribution pushed through
-    the fixed preprocessing, a stable starting point.
+    With ``zero_last`` (the default) the last layer starts at zero, so a transform whose
+    parameters it predicts starts as the identity map: training begins from the base
+    distribution pushed through the fixed preprocessing, a stable starting point.
     """
 
     def __init__(
@@ -29,6 +29,7 @@ class MLP(nn.Sequential):
         out_features: int,
         hidden: Sequence[int] = (256, 256),
         activation: str = "relu",
+        zero_last: bool = True,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
@@ -38,8 +39,9 @@ class MLP(nn.Sequential):
             layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
             width = size
         last = nn.Linear(width, out_features)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if zero_last:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         layers.append(last)
         super().__init__(*layers)
 

@@ -14,7 +14,11 @@ from tqdm.auto import tqdm
 from flowfit.errors import InputError, TrainingDivergedError
 from flowfit.flow import Flow
 
-Sampler = Callable[[int], Tensor]
+#: Data for a conditional flow: samples ``x`` and their contexts ``c``, row by row.
+Pairs = tuple[Tensor, Tensor]
+#: A function ``n -> x`` (or ``n -> (x, c)``) that draws ``n`` fresh samples.
+Sampler = Callable[[int], Tensor | Pairs]
+Data = Tensor | Pairs | Sampler
 
 
 @dataclass
@@ -49,10 +53,32 @@ def check_data(data: Tensor, dim: int | None = None, name: str = "data") -> Tens
     return data
 
 
+def check_pairs(data: Tensor | Pairs, flow: Flow, name: str = "data") -> tuple[Tensor, Tensor | None]:
+    """Split ``data`` into samples and contexts and check both against ``flow``."""
+    if isinstance(data, tuple | list):
+        if len(data) != 2:
+            raise InputError(f"{name} must be a tensor x or a pair (x, context)")
+        x, context = data
+    else:
+        x, context = data, None
+    x = check_data(x, flow.dim, name)
+    if flow.context_dim and context is None:
+        raise InputError(f"the flow is conditional: {name} must be pairs (x, context)")
+    if not flow.context_dim and context is not None:
+        raise InputError(f"the flow is unconditional but {name} comes with a context")
+    if context is not None:
+        context = check_data(context, flow.context_dim, f"{name} context")
+        if len(context) != len(x):
+            raise InputError(f"{name} has {len(x)} samples but {len(context)} contexts")
+    return x, context
+
+
 @torch.inference_mode()
-def nll(flow: Flow, data: Tensor, batch_size: int = 8192) -> tuple[float, float]:
+def nll(flow: Flow, data: Tensor, context: Tensor | None = None, batch_size: int = 8192) -> tuple[float, float]:
     """Mean negative log-likelihood of ``data`` (nats per sample) and its standard error."""
-    values = torch.cat([flow.log_prob(chunk) for chunk in data.split(batch_size)]).double()
+    chunks = data.split(batch_size)
+    contexts = context.split(batch_size) if context is not None else [None] * len(chunks)
+    values = torch.cat([flow.log_prob(x, c) for x, c in zip(chunks, contexts, strict=True)]).double()
     mean = -values.mean().item()
     stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return mean, stderr
@@ -69,13 +95,13 @@ def split(data: Tensor, fractions: tuple[float, ...], seed: int = 0) -> list[Ten
 
 def fit(
     flow: Flow,
-    data: Tensor | Sampler,
+    data: Data,
     *,
     steps: int,
     batch_size: int = 256,
     lr: float = 1e-3,
     seed: int | None = None,
-    val_data: Tensor | None = None,
+    val_data: Tensor | Pairs | None = None,
     val_fraction: float = 0.1,
     val_every: int | None = None,
     schedule: str = "cosine",
@@ -87,15 +113,17 @@ def fit(
 
     Args:
         flow: the flow to train (in place).
-        data: a tensor of shape ``(n, dim)`` (rows are samples), or a callable ``n -> Tensor``
-            that draws ``n`` fresh samples, called once per step (as in the tutorial).
+        data: a tensor of shape ``(n, dim)`` (rows are samples); for a conditional flow a
+            pair ``(x, context)``; or a callable ``n -> x`` (or ``n -> (x, context)``) that
+            draws ``n`` fresh samples, called once per step (as in the tutorial).
         steps: number of optimisation steps.
         batch_size: samples per step.
         lr: peak learning rate of Adam.
         seed: seeds torch's global generator first, so data draws and batches are
             reproducible (seed it yourself before building the flow for its initial weights).
-        val_data: held-out data for model selection. Default: ``val_fraction`` of a data
-            tensor (held out from training), or 10,000 fresh draws from a sampler.
+        val_data: held-out data for model selection (a tensor or a pair). Default:
+            ``val_fraction`` of a data tensor (held out from training), or 10,000 fresh
+            draws from a sampler.
         val_every: evaluate the validation NLL every this many steps (default: 40 times in
             a run).
         schedule: ``"cosine"`` (decay to 0 over the run) or ``"constant"``.
@@ -105,7 +133,7 @@ def fit(
 
     The validation NLL is recorded every ``val_every`` steps and at the end; the flow ends
     holding a copy of the parameters that scored best. Data-dependent layers
-    (standardization) are initialised from the training data before the first step.
+    (standardization, ActNorm) are initialised from the training data before the first step.
 
     Raises:
         TrainingDivergedError: naming the step, if the loss or gradient is not finite.
@@ -119,22 +147,30 @@ def fit(
     device, dtype = flow._anchor.device, flow._anchor.dtype
 
     if callable(data):
-        draw: Sampler = data
-        init_data = check_data(draw(10_000), flow.dim, "sampled data")
+        sampler = data
+
+        def draw(n: int) -> tuple[Tensor, Tensor | None]:
+            batch = sampler(n)
+            return batch if isinstance(batch, tuple | list) else (batch, None)  # type: ignore[return-value]
+
+        init = check_pairs(sampler(10_000), flow, "sampled data")
         if val_data is None:
-            val_data = check_data(draw(10_000), flow.dim, "sampled data")
+            val_data = sampler(10_000)
     else:
-        train_data = check_data(data, flow.dim)
+        x, context = check_pairs(data, flow)
         if val_data is None:
-            n_val = round(val_fraction * len(train_data))
-            if n_val < 1 or len(train_data) - n_val < 2:
-                raise InputError(f"{len(train_data)} rows are too few to hold out a validation set")
-            val_data, train_data = split(train_data, (val_fraction, 1 - val_fraction), seed=0 if seed is None else seed)
-        init_data = train_data
-        train_data = train_data.to(device, dtype)
-        draw = _batches(train_data, batch_size)
-    val_data = check_data(val_data, flow.dim, "validation data").to(device, dtype)
-    flow.initialize(init_data.to(device, dtype))
+            n_val = round(val_fraction * len(x))
+            if n_val < 1 or len(x) - n_val < 2:
+                raise InputError(f"{len(x)} rows are too few to hold out a validation set")
+            val_index, train_index = split(torch.arange(len(x)), (val_fraction, 1 - val_fraction), seed or 0)
+            val_data = (x[val_index], None if context is None else context[val_index])
+            x, context = x[train_index], None if context is None else context[train_index]
+        init = (x, context)
+        draw = _batches(x.to(device, dtype), None if context is None else context.to(device, dtype))
+    val_x, val_context = check_pairs(val_data, flow, "validation data")
+    val_x = val_x.to(device, dtype)
+    val_context = None if val_context is None else val_context.to(device, dtype)
+    flow.initialize(init[0].to(device, dtype), None if init[1] is None else init[1].to(device, dtype))
 
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(schedule, steps, warmup))
@@ -147,8 +183,9 @@ def fit(
     bar = tqdm(range(1, steps + 1), desc="train", disable=not progress, mininterval=0.5, leave=False)
     flow.train()
     for step in bar:
-        batch = draw(batch_size).to(device, dtype)
-        loss = -flow.log_prob(batch).mean()
+        x, context = draw(batch_size)
+        context = None if context is None else context.to(device, dtype)
+        loss = -flow.log_prob(x.to(device, dtype), context).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_grad or math.inf)
@@ -164,7 +201,7 @@ def fit(
         running, count = running + loss_value, count + 1
         if step % val_every == 0 or step == steps:
             flow.eval()
-            val_nll = nll(flow, val_data)[0]
+            val_nll = nll(flow, val_x, val_context)[0]
             flow.train()
             result.train_curve.append((step, running / count))
             result.val_curve.append((step, val_nll))
@@ -184,21 +221,21 @@ def _copy_state(flow: Flow) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in flow.state_dict().items()}
 
 
-def _batches(data: Tensor, batch_size: int) -> Sampler:
-    """Sampler over a tensor: shuffled passes (epochs) of ``batch_size`` rows."""
-    order = torch.randperm(len(data))
+def _batches(x: Tensor, context: Tensor | None) -> Callable[[int], tuple[Tensor, Tensor | None]]:
+    """Sampler over tensors: shuffled passes (epochs) in batches of ``n`` rows."""
+    order = torch.randperm(len(x))
     position = 0
 
-    def draw(n: int) -> Tensor:
+    def draw(n: int) -> tuple[Tensor, Tensor | None]:
         nonlocal order, position
+        if n >= len(x):
+            return x, context
         if position + n > len(order):
-            order, position = torch.randperm(len(data)), 0
-        index = order[position : position + n]
+            order, position = torch.randperm(len(x)), 0
+        index = order[position : position + n].to(x.device)
         position += n
-        return data[index]
+        return x[index], None if context is None else context[index]
 
-    if batch_size > len(data):
-        return lambda n: data
     return draw
 
 

@@ -1,18 +1,46 @@
 """Bijections with tractable log-determinants, one module per family."""
 
+from flowfit.transforms.autoregressive import (
+    MADE,
+    MaskedAffineAutoregressive,
+    MaskedAutoregressive,
+    MaskedSplineAutoregressive,
+)
 from flowfit.transforms.base import Compose, Transform
-from flowfit.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling
-from flowfit.transforms.linear import Permutation, RandomPermutation, Reverse
-from flowfit.transforms.preprocessing import Standardize
+from flowfit.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, SplineCoupling
+from flowfit.transforms.elementwise import AffineMap, ElementwiseMap, ShiftMap, SplineMap
+from flowfit.transforms.linear import (
+    ActNorm,
+    ElementwiseAffine,
+    LULinear,
+    Permutation,
+    RandomPermutation,
+    Reverse,
+)
+from flowfit.transforms.preprocessing import Logit, Sigmoid, Standardize
 
 __all__ = [
+    "MADE",
+    "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "AffineMap",
     "Compose",
     "Coupling",
+    "ElementwiseAffine",
+    "ElementwiseMap",
+    "LULinear",
+    "Logit",
+    "MaskedAffineAutoregressive",
+    "MaskedAutoregressive",
+    "MaskedSplineAutoregressive",
     "Permutation",
     "RandomPermutation",
     "Reverse",
+    "ShiftMap",
+    "Sigmoid",
+    "SplineCoupling",
+    "SplineMap",
     "Standardize",
     "Transform",
 ]

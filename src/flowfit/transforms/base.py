@@ -30,8 +30,9 @@ class Transform(nn.Module):
         """Map data side to base side: return ``f^-1(x)`` and ``log|det df^-1/dx|``."""
         raise NotImplementedError
 
-    def initialize_from_data(self, x: Tensor) -> None:
-        """Data-dependent initialisation, given a batch ``x`` on this transform's data side.
+    def initialize_from_data(self, x: Tensor, context: Tensor | None = None) -> None:
+        """Data-dependent initialisation, given a batch ``x`` on this transform's data side
+        (and the context, already embedded).
 
         Most transforms need none. Those that do (standardization, ActNorm) set their
         parameters here; :meth:`flowfit.Flow.initialize` calls the hook once, before
@@ -64,10 +65,10 @@ class Compose(Transform):
             total = total + log_abs_det
         return x, total
 
-    def initialize_from_data(self, x: Tensor) -> None:
+    def initialize_from_data(self, x: Tensor, context: Tensor | None = None) -> None:
         for transform in reversed(self.transforms):
-            transform.initialize_from_data(x)
-            x, _ = transform.inverse(x)
+            transform.initialize_from_data(x, context)
+            x, _ = transform.inverse(x, context)
 
 
 def sum_except_batch(values: Tensor) -> Tensor:

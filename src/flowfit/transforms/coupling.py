@@ -1,5 +1,6 @@
-"""Coupling transforms (Dinh et al. 2015, 2017): one part of the vector is transformed
-elementwise with parameters predicted from the other part, which passes unchanged.
+"""Coupling transforms (Dinh et al. 2015, 2017; Durkan et al. 2019): one part of the vector
+is transformed elementwise with parameters predicted from the other part, which passes
+unchanged.
 
 Split ``z = (z_A, z_B)`` where ``z_A`` is the identity part. Then
 
@@ -18,10 +19,11 @@ from torch import Tensor
 
 from flowfit.nets import MLP
 from flowfit.transforms.base import Transform
+from flowfit.transforms.elementwise import AffineMap, ElementwiseMap, ShiftMap, SplineMap
 
 
 class Coupling(Transform):
-    """Base class of coupling transforms; subclasses define the elementwise map ``tau``.
+    """A coupling transform with elementwise map ``tau`` (an :class:`ElementwiseMap`).
 
     The vector is cut into its first ``dim // 2`` coordinates and the rest. With
     ``swap=False`` the first part is the identity part and the rest is transformed; with
@@ -29,12 +31,10 @@ class Coupling(Transform):
     coordinate gets transformed; for ``dim = 2`` these are the tutorial's flips).
     """
 
-    #: Number of parameters ``tau`` needs per transformed coordinate.
-    params_per_dim: int = 0
-
     def __init__(
         self,
         dim: int,
+        elementwise: ElementwiseMap,
         swap: bool = False,
         hidden: Sequence[int] = (256, 256),
         context_dim: int = 0,
@@ -49,11 +49,9 @@ class Coupling(Transform):
         self.identity_dim = dim - self.split if swap else self.split
         self.transformed_dim = dim - self.identity_dim
         self.context_dim = context_dim
+        self.elementwise = elementwise
         self.conditioner = MLP(
-            self.identity_dim + context_dim,
-            self.transformed_dim * self.params_per_dim,
-            hidden,
-            activation,
+            self.identity_dim + context_dim, self.transformed_dim * elementwise.params_per_dim, hidden, activation
         )
 
     def _parts(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,39 +68,27 @@ class Coupling(Transform):
             if context is None:
                 raise ValueError("this transform is conditional: pass a context")
             identity = torch.cat((identity, context), dim=1)
-        theta = self.conditioner(identity)
-        return theta.view(-1, self.transformed_dim, self.params_per_dim)
+        return self.conditioner(identity).view(-1, self.transformed_dim, self.elementwise.params_per_dim)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         identity, transformed = self._parts(z)
-        out, log_abs_det = self._elementwise(transformed, self._theta(identity, context), inverse=False)
+        out, log_abs_det = self.elementwise(transformed, self._theta(identity, context), inverse=False)
         return self._join(identity, out), log_abs_det
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         identity, transformed = self._parts(x)
-        out, log_abs_det = self._elementwise(transformed, self._theta(identity, context), inverse=True)
+        out, log_abs_det = self.elementwise(transformed, self._theta(identity, context), inverse=True)
         return self._join(identity, out), log_abs_det
-
-    def _elementwise(self, values: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        """Apply ``tau`` (or its inverse) with parameters ``theta`` of shape ``(n, d_B, p)``.
-
-        Returns the output and the summed log|derivative| of the map applied, shape ``(n,)``.
-        """
-        raise NotImplementedError
 
 
 class AffineCoupling(Coupling):
-    """Affine coupling (RealNVP): ``tau(z) = z * exp(s) + t`` with a bounded log-scale.
+    """Affine coupling (RealNVP): ``x_B = z_B * exp(s) + t`` with ``s`` bounded in ``(-B, B)``.
 
     forward:  ``x_B = z_B * exp(s) + t``,     log|det| = ``sum_j s_j``
     inverse:  ``z_B = (x_B - t) * exp(-s)``,  log|det| = ``-sum_j s_j``
 
-    where ``(s_raw, t) = NN(z_A, context)`` and ``s = B * tanh(s_raw / B)`` keeps every
-    log-scale inside ``(-B, B)`` (``B = scale_bound``). The soft bound is the identity near
-    zero and prevents the exploding ``exp`` that makes unbounded RealNVP diverge.
+    with ``(s_raw, t) = NN(z_A, context)`` and ``s = B tanh(s_raw / B)``, ``B = scale_bound``.
     """
-
-    params_per_dim = 2
 
     def __init__(
         self,
@@ -113,27 +99,44 @@ class AffineCoupling(Coupling):
         activation: str = "relu",
         scale_bound: float = 3.0,
     ) -> None:
-        super().__init__(dim, swap, hidden, context_dim, activation)
-        self.scale_bound = scale_bound
-
-    def _elementwise(self, values: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        bound = self.scale_bound
-        log_scale = bound * torch.tanh(theta[..., 0] / bound)
-        shift = theta[..., 1]
-        if inverse:
-            return (values - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
-        return values * torch.exp(log_scale) + shift, log_scale.sum(dim=1)
+        super().__init__(dim, AffineMap(scale_bound), swap, hidden, context_dim, activation)
 
 
 class AdditiveCoupling(Coupling):
-    """Additive coupling (NICE): ``tau(z) = z + t``; volume preserving.
+    """Additive coupling (NICE): ``x_B = z_B + t(z_A)``; volume preserving.
 
     forward:  ``x_B = z_B + t``,  inverse: ``z_B = x_B - t``,  log|det| = 0 both ways.
     """
 
-    params_per_dim = 1
+    def __init__(
+        self,
+        dim: int,
+        swap: bool = False,
+        hidden: Sequence[int] = (256, 256),
+        context_dim: int = 0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(dim, ShiftMap(), swap, hidden, context_dim, activation)
 
-    def _elementwise(self, values: Tensor, theta: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        shift = theta[..., 0]
-        out = values - shift if inverse else values + shift
-        return out, values.new_zeros(values.shape[0])
+
+class SplineCoupling(Coupling):
+    """Rational-quadratic spline coupling (NSF, Durkan et al. 2019).
+
+    forward:  ``x_B = RQS(z_B; theta)``,      log|det| = ``sum_j log RQS'(z_Bj)``
+    inverse:  ``z_B = RQS^-1(x_B; theta)``,   log|det| = ``-sum_j log RQS'(z_Bj)``
+
+    ``theta = NN(z_A, context)``; the spline has ``bins`` bins on ``[-B, B]`` and is the
+    identity outside (``B = tail_bound``), so any input is in its domain.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        swap: bool = False,
+        hidden: Sequence[int] = (128, 128),
+        context_dim: int = 0,
+        activation: str = "relu",
+        bins: int = 8,
+        tail_bound: float = 4.0,
+    ) -> None:
+        super().__init__(dim, SplineMap(bins, tail_bound), swap, hidden, context_dim, activation)

@@ -7,6 +7,7 @@ so every log-density a flow reports is in the user's raw units.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from flowfit.errors import InputError
@@ -30,7 +31,7 @@ class Standardize(Transform):
         self.register_buffer("scale", torch.ones(dim))
         self.register_buffer("initialized", torch.tensor(False))
 
-    def initialize_from_data(self, x: Tensor) -> None:
+    def initialize_from_data(self, x: Tensor, context: Tensor | None = None) -> None:
         """Set ``loc`` and ``scale`` to the mean and standard deviation of ``x``, once."""
         if bool(self.initialized):
             return
@@ -52,3 +53,38 @@ class Standardize(Transform):
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         log_abs_det = -self.scale.log().sum().expand(x.shape[0])
         return (x - self.loc) / self.scale, log_abs_det
+
+
+class Sigmoid(Transform):
+    """The logistic function, ``R^d -> (0, 1)^d``, elementwise.
+
+    forward:  ``x = sigmoid(z)``,  log|det| = ``sum log(sigmoid(z) (1 - sigmoid(z)))``
+              ``= -sum (softplus(z) + softplus(-z))``
+    inverse:  ``z = log x - log(1 - x)``,  log|det| = ``-sum (log x + log(1 - x))``
+    """
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        log_abs_det = -(F.softplus(z) + F.softplus(-z)).sum(dim=1)
+        return torch.sigmoid(z), log_abs_det
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        log_x, log_one_minus = torch.log(x), torch.log1p(-x)
+        return log_x - log_one_minus, -(log_x + log_one_minus).sum(dim=1)
+
+
+class Logit(Transform):
+    """The logit, ``(0, 1)^d -> R^d``: the inverse of :class:`Sigmoid`.
+
+    forward:  ``x = log z - log(1 - z)``,  log|det| = ``-sum (log z + log(1 - z))``
+    inverse:  ``z = sigmoid(x)``,  log|det| = ``-sum (softplus(x) + softplus(-x))``
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sigmoid = Sigmoid()
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._sigmoid.inverse(z)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._sigmoid(x)
