@@ -35,8 +35,23 @@ from flowfit.train import nll
 def run_demo(seed: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        command = [sys.executable, "-m", "flowfit", "train", "--data", "moons", "--flow", "realnvp", "--layers", "6",
-                   "--seed", str(seed), "--out", str(out), "--no-progress"]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "flowfit",
+            "train",
+            "--data",
+            "moons",
+            "--flow",
+            "realnvp",
+            "--layers",
+            "6",
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         wall = time.perf_counter() - start
@@ -48,8 +63,16 @@ def run_tutorial(seed: int, test: torch.Tensor) -> tuple[float, float, float]:
     torch.manual_seed(seed)
     flow = flowfit.RealNVP(2, layers=6, hidden=(256, 256))
     start = time.perf_counter()
-    flowfit.fit(flow, lambda n: datasets.moons(n), steps=10_000, batch_size=128, lr=1e-4, schedule="constant",
-                seed=seed, progress=False)  # fmt: skip
+    flowfit.fit(
+        flow,
+        lambda n: datasets.moons(n),
+        steps=10_000,
+        batch_size=128,
+        lr=1e-4,
+        schedule="constant",
+        seed=seed,
+        progress=False,
+    )
     wall = time.perf_counter() - start
     mean, stderr = nll(flow, test)
     return mean, stderr, wall
@@ -86,8 +109,10 @@ def main() -> None:
     ]
     for name, values in results.items():
         if values:
-            lines.append(f"| {name} | {statistics.median(v[0] for v in values):.4f} | "
-                         f"{statistics.median(v[1] for v in values):.0f} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {statistics.median(v[0] for v in values):.4f} | "
+                f"{statistics.median(v[1] for v in values):.0f} |"
+            )
     table = "\n".join(lines)
     print(table)
     if args.out:

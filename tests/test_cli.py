@@ -23,21 +23,55 @@ def run(*args: str):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "demo"
-    result = run("train", "--data", "moons", "--layers", "2", "--hidden", "16", "--steps", "40",
-                 "--batch-size", "128", "--out", out, "--no-progress")  # fmt: skip
+    result = run(
+        "train",
+        "--data",
+        "moons",
+        "--layers",
+        "2",
+        "--hidden",
+        "16",
+        "--steps",
+        "40",
+        "--batch-size",
+        "128",
+        "--out",
+        out,
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_train_writes_the_run_directory(model_dir) -> None:
     names = {p.name for p in model_dir.iterdir()}
-    expected = {"model.safetensors", "config.json", "metrics.json", "history.csv", "samples.png", "density.png",
-                "layers.png", "flow.gif", "loss.png", "loglik.png"}  # fmt: skip
+    expected = {
+        "model.safetensors",
+        "config.json",
+        "metrics.json",
+        "history.csv",
+        "samples.png",
+        "density.png",
+        "layers.png",
+        "flow.gif",
+        "loss.png",
+        "loglik.png",
+    }
     assert expected <= names
     assert not [n for n in names if n.startswith(".")], "no temporary files left"
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    for key in ("train_nll", "val_nll", "test_nll", "test_nll_stderr", "steps", "seconds", "params",
-                "flowfit_version", "torch_version", "entropy_floor"):  # fmt: skip
+    for key in (
+        "train_nll",
+        "val_nll",
+        "test_nll",
+        "test_nll_stderr",
+        "steps",
+        "seconds",
+        "params",
+        "flowfit_version",
+        "torch_version",
+        "entropy_floor",
+    ):
         assert key in metrics
     assert metrics["steps"] == 40 and metrics["test_size"] == 100_000
     assert metrics["entropy_floor"] < metrics["test_nll"] < 2.5
@@ -70,8 +104,23 @@ def test_train_on_a_csv_file(tmp_path) -> None:
     table = np.column_stack((rng.normal(1000, 200, 400), rng.normal(5, 1, 400), rng.normal(0, 1, 400)))
     np.savetxt(data, table, delimiter=",", header="area,price,noise", comments="")
     out = tmp_path / "run"
-    result = run("train", "--data", data, "--layers", "2", "--hidden", "8", "--steps", "5", "--out", out,
-                 "--no-progress", "--no-plots", "--columns", "area,price")  # fmt: skip
+    result = run(
+        "train",
+        "--data",
+        data,
+        "--layers",
+        "2",
+        "--hidden",
+        "8",
+        "--steps",
+        "5",
+        "--out",
+        out,
+        "--no-progress",
+        "--no-plots",
+        "--columns",
+        "area,price",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["metadata"]["columns"] == ["area", "price"]
     result = run("sample", "--model", out, "-n", "5", "--out", tmp_path / "s.csv")

@@ -26,8 +26,10 @@ def build(name: str, dim: int, context_dim: int = 0, **extra) -> flowfit.Flow:
     builder = FLOWS["nsf" if name == "nsf_ar" else name]
     flow = builder(dim, context_dim=context_dim, **SMALL[name], **extra).double()
     randomize(flow, scale=0.3, seed=dim + context_dim)
-    flow.initialize(torch.randn(200, dim, dtype=torch.float64) * 2 + 1,
-                    torch.randn(200, context_dim, dtype=torch.float64) * 3 if context_dim else None)  # fmt: skip
+    flow.initialize(
+        torch.randn(200, dim, dtype=torch.float64) * 2 + 1,
+        torch.randn(200, context_dim, dtype=torch.float64) * 3 if context_dim else None,
+    )
     return flow
 
 
@@ -65,8 +67,9 @@ def test_sample_and_log_prob_agree(name: str) -> None:
     x, log_p = conditional.sample_and_log_prob(100, context)
     assert x.shape == (2, 100, 2)
     for row in range(2):
-        torch.testing.assert_close(conditional.log_prob(x[row], context[row].expand(100, 1)), log_p[row],
-                                   atol=1e-7, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            conditional.log_prob(x[row], context[row].expand(100, 1)), log_p[row], atol=1e-7, rtol=0
+        )
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -99,3 +102,21 @@ def test_maf_and_iaf_fast_directions() -> None:
             handle.remove()
         layers = len(handles)
         assert fast_calls == layers and calls == 4 * layers, name
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "layer_type"),
+    [
+        ("realnvp", {}, "AffineCoupling"),
+        ("nice", {}, "AdditiveCoupling"),
+        ("nsf", {}, "SplineCoupling"),
+        ("nsf", {"autoregressive": True}, "MaskedSplineAutoregressive"),
+        ("maf", {}, "MaskedAffineAutoregressive"),
+        ("iaf", {}, "MaskedAffineAutoregressive"),
+        ("glow", {}, "LULinear"),
+    ],
+)
+def test_layers_argument_is_honoured(name: str, kwargs: dict, layer_type: str) -> None:
+    for layers in (1, 3):
+        flow = FLOWS[name](3, layers=layers, hidden=(4,), **kwargs)
+        assert sum(type(m).__name__ == layer_type for m in flow.modules()) == layers

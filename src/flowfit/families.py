@@ -48,8 +48,9 @@ def _flow(name: str, transforms: list[Transform], dim: int, context_dim: int, kw
     embedding = tuple(kwargs.get("embedding") or ())
     context_embedding = None
     if context_dim and embedding:
-        context_embedding = MLP(context_dim, embedding[-1], embedding[:-1], kwargs.get("activation", "relu"),
-                                zero_last=False)  # fmt: skip
+        context_embedding = MLP(
+            context_dim, embedding[-1], embedding[:-1], kwargs.get("activation", "relu"), zero_last=False
+        )
     config = {"builder": name, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
     return Flow([*transforms, Standardize(dim)], dim, context_dim, context_embedding, config)
 
@@ -81,9 +82,21 @@ def RealNVP(  # noqa: N802 (a builder named after the model, as users expect)
     transforms: list[Transform] = []
     for i in range(layers):
         transforms += [AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound)]
-    return _flow("realnvp", transforms, dim, context_dim, dict(
-        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
-        activation=activation, scale_bound=scale_bound))  # fmt: skip
+    return _flow(
+        "realnvp",
+        transforms,
+        dim,
+        context_dim,
+        dict(
+            dim=dim,
+            layers=layers,
+            hidden=tuple(hidden),
+            context_dim=context_dim,
+            embedding=tuple(embedding),
+            activation=activation,
+            scale_bound=scale_bound,
+        ),
+    )
 
 
 @_register("nice")
@@ -103,9 +116,20 @@ def NICE(  # noqa: N802
     for i in range(layers):
         transforms += [AdditiveCoupling(dim, bool(i % 2), hidden, features, activation)]
     transforms.append(ElementwiseAffine(dim))
-    return _flow("nice", transforms, dim, context_dim, dict(
-        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
-        activation=activation))  # fmt: skip
+    return _flow(
+        "nice",
+        transforms,
+        dim,
+        context_dim,
+        dict(
+            dim=dim,
+            layers=layers,
+            hidden=tuple(hidden),
+            context_dim=context_dim,
+            embedding=tuple(embedding),
+            activation=activation,
+        ),
+    )
 
 
 @_register("nsf")
@@ -129,27 +153,62 @@ def NSF(  # noqa: N802
     transforms: list[Transform] = []
     for i in range(layers):
         if autoregressive:
-            transforms.append(MaskedSplineAutoregressive(dim, hidden, features, activation, "inverse", bins,
-                                                         tail_bound))  # fmt: skip
+            transforms.append(
+                MaskedSplineAutoregressive(dim, hidden, features, activation, "inverse", bins, tail_bound)
+            )
             transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
         else:
             transforms.append(SplineCoupling(dim, bool(i % 2), hidden, features, activation, bins, tail_bound))
-        return _flow("nsf", transforms, dim, context_dim, dict(
-        dim=dim, layers=layers, bins=bins, hidden=tuple(hidden), tail_bound=tail_bound,
-        autoregressive=autoregressive, context_dim=context_dim, embedding=tuple(embedding),
-        activation=activation))  # fmt: skip
+    return _flow(
+        "nsf",
+        transforms,
+        dim,
+        context_dim,
+        dict(
+            dim=dim,
+            layers=layers,
+            bins=bins,
+            hidden=tuple(hidden),
+            tail_bound=tail_bound,
+            autoregressive=autoregressive,
+            context_dim=context_dim,
+            embedding=tuple(embedding),
+            activation=activation,
+        ),
+    )
 
 
-def _masked_affine(name: str, fast: str, dim: int, layers: int, hidden: Sequence[int], context_dim: int,
-                   embedding: Sequence[int], activation: str, scale_bound: float) -> Flow:  # fmt: skip
+def _masked_affine(
+    name: str,
+    fast: str,
+    dim: int,
+    layers: int,
+    hidden: Sequence[int],
+    context_dim: int,
+    embedding: Sequence[int],
+    activation: str,
+    scale_bound: float,
+) -> Flow:
     features = _features(context_dim, embedding)
     transforms: list[Transform] = []
     for i in range(layers):
         transforms.append(MaskedAffineAutoregressive(dim, hidden, features, activation, fast, scale_bound))
         transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
-    return _flow(name, transforms, dim, context_dim, dict(
-        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
-        activation=activation, scale_bound=scale_bound))  # fmt: skip
+    return _flow(
+        name,
+        transforms,
+        dim,
+        context_dim,
+        dict(
+            dim=dim,
+            layers=layers,
+            hidden=tuple(hidden),
+            context_dim=context_dim,
+            embedding=tuple(embedding),
+            activation=activation,
+            scale_bound=scale_bound,
+        ),
+    )
 
 
 @_register("maf")
@@ -200,11 +259,26 @@ def Glow(  # noqa: N802
     features = _features(context_dim, embedding)
     transforms: list[Transform] = []
     for i in range(layers):
-        transforms += [AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound),
-                       LULinear(dim, seed=i), ActNorm(dim)]  # fmt: skip
-    return _flow("glow", transforms, dim, context_dim, dict(
-        dim=dim, layers=layers, hidden=tuple(hidden), context_dim=context_dim, embedding=tuple(embedding),
-        activation=activation, scale_bound=scale_bound))  # fmt: skip
+        transforms += [
+            AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound),
+            LULinear(dim, seed=i),
+            ActNorm(dim),
+        ]
+    return _flow(
+        "glow",
+        transforms,
+        dim,
+        context_dim,
+        dict(
+            dim=dim,
+            layers=layers,
+            hidden=tuple(hidden),
+            context_dim=context_dim,
+            embedding=tuple(embedding),
+            activation=activation,
+            scale_bound=scale_bound,
+        ),
+    )
 
 
 def build(config: dict[str, Any]) -> Flow:
