@@ -200,3 +200,81 @@ def test_help_and_module_entry_point() -> None:
     result = subprocess.run([sys.executable, "-m", "flowfit", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "sample", "density", "animate"):
         assert command in result.stdout
+
+
+def test_conditional_train_sample_density(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    area = rng.uniform(500, 3000, 600)
+    price = 100 * area + rng.normal(0, 20000, 600)
+    data = tmp_path / "houses.csv"
+    np.savetxt(
+        data,
+        np.column_stack((price, area, rng.normal(size=600))),
+        delimiter=",",
+        comments="",
+        header="price,livingArea,other",
+    )
+    out = tmp_path / "run"
+    result = run(
+        "train",
+        "--data",
+        data,
+        "--columns",
+        "price",
+        "--given",
+        "livingArea",
+        "--flow",
+        "maf",
+        "--layers",
+        "2",
+        "--hidden",
+        "8",
+        "--steps",
+        "5",
+        "--out",
+        out,
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "p(price | livingArea)" in result.output
+    samples = tmp_path / "s.csv"
+    result = run("sample", "--model", out, "-n", "50", "--given", "livingArea=2000", "--out", samples)
+    assert result.exit_code == 0, result.output
+    values = np.loadtxt(samples, delimiter=",", skiprows=1)
+    assert values.shape == (50,) and np.isfinite(values).all()
+    logp = tmp_path / "logp.csv"
+    result = run("density", "--model", out, "--input", data, "--out", logp)  # picks price and livingArea by name
+    assert result.exit_code == 0, result.output
+    assert np.loadtxt(logp, skiprows=1).shape == (600,)
+    assert_clean_failure(run("sample", "--model", out, "--out", tmp_path / "x.csv"), "conditional")
+    assert_clean_failure(
+        run("sample", "--model", out, "--given", "area=3", "--out", tmp_path / "x.csv"), "exactly livingArea=VALUE"
+    )
+    no_header = tmp_path / "plain.csv"
+    no_header.write_text("1,2\n")
+    assert_clean_failure(
+        run("density", "--model", out, "--input", no_header, "--out", logp.with_suffix(".2")), "needs a header"
+    )
+    assert_clean_failure(run("train", "--data", data, "--given", "nope", "--out", tmp_path / "r2"), "no column")
+
+
+@pytest.mark.parametrize("flow", ["nsf", "nsf-ar", "maf", "iaf", "nice", "glow"])
+def test_every_family_trains_from_the_cli(tmp_path, flow: str) -> None:
+    out = tmp_path / flow
+    result = run(
+        "train",
+        "--flow",
+        flow,
+        "--layers",
+        "2",
+        "--hidden",
+        "8",
+        "--steps",
+        "3",
+        "--out",
+        out,
+        "--no-progress",
+        "--no-plots",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["metadata"]["flow"] == flow

@@ -64,26 +64,48 @@ def _write_csv(path: Path, values: np.ndarray, header: list[str]) -> None:
         np.savetxt(temporary, values, delimiter=",", header=",".join(header), comments="", fmt="%.8g")
 
 
+def _int_list(text: str | None, name: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(_positive(int(part), name) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"{name} must be comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
 @app.command()
 @_clean_errors
 def train(
     data: Annotated[
         str,
         typer.Option(
-            help="A toy data set (moons, circles, eight_gaussians, checkerboard, "
-            "pinwheel, spirals) or a .csv/.tsv/.npy file whose rows are samples."
+            help="A toy data set (moons, circles, eight_gaussians, checkerboard, pinwheel, spirals) "
+            "or a .csv/.tsv/.npy file whose rows are samples."
         ),
     ] = "moons",
-    flow: Annotated[str, typer.Option(help="Flow family.")] = "realnvp",
-    layers: Annotated[int, typer.Option(help="Number of transforms (couplings).")] = 6,
+    flow: Annotated[str, typer.Option(help="Flow family: realnvp, nsf, nsf-ar, maf, iaf, nice, glow.")] = "realnvp",
+    layers: Annotated[int | None, typer.Option(help="Number of transforms [default: the family's].")] = None,
     hidden: Annotated[
-        str, typer.Option(help="Hidden layer sizes of each conditioner network, comma separated.")
-    ] = "256,256",
-    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 6000,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (Adam, cosine decay).")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 512,
+        str | None,
+        typer.Option(help="Hidden sizes of each conditioner network, comma separated [default: the family's]."),
+    ] = None,
+    bins: Annotated[int | None, typer.Option(help="Spline bins (nsf, nsf-ar) [default: 8].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps [default: the family's].")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate, Adam with cosine decay [default: the family's].")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step [default: 512].")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (weights, batches, data split).")] = 0,
-    columns: Annotated[str | None, typer.Option(help="Columns of the file to model, comma separated.")] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="File columns to model, comma separated [default: all others].")
+    ] = None,
+    given: Annotated[
+        str | None, typer.Option(help="File columns to condition on, comma separated: trains p(columns | given).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/train"),
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     plots: Annotated[bool, typer.Option(help="Write the pictures (samples, density, layers, GIF, ...).")] = True,
@@ -91,28 +113,31 @@ def train(
 ) -> None:
     """Train a flow by maximum likelihood and write model, metrics and pictures to --out."""
     from flowfit import pipeline
-    from flowfit.families import FLOWS
     from flowfit.io import atomic_directory
     from flowfit.train import fit
 
-    for value, name in ((layers, "--layers"), (steps, "--steps"), (batch_size, "--batch-size")):
-        _positive(value, name)
+    if flow not in pipeline.FLOW_CHOICES:
+        raise InputError(f"--flow {flow!r} is not a flow family; choose from {', '.join(pipeline.FLOW_CHOICES)}")
+    defaults = pipeline.TRAINING_DEFAULTS[flow]
+    steps = _positive(steps if steps is not None else defaults["steps"], "--steps")
+    batch_size = _positive(batch_size if batch_size is not None else defaults["batch_size"], "--batch-size")
+    lr = lr if lr is not None else defaults["lr"]
     if not lr > 0:
         raise InputError(f"--lr must be positive, got {lr}")
-    if flow not in FLOWS:
-        raise InputError(f"--flow {flow!r} is not a flow family; choose from {', '.join(FLOWS)}")
-    try:
-        hidden_sizes = tuple(_positive(int(h), "--hidden sizes") for h in hidden.split(","))
-    except ValueError:
-        raise InputError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    options = {
+        "layers": None if layers is None else _positive(layers, "--layers"),
+        "hidden": _int_list(hidden, "--hidden"),
+        "bins": None if bins is None else _positive(bins, "--bins"),
+    }
     _refuse_overwrite(out, force)
-    dataset = pipeline.resolve_data(data, columns.split(",") if columns else None, seed=seed)
+    dataset = pipeline.resolve_data(data, _names(columns), _names(given), seed=seed)
     torch.manual_seed(seed)
-    model = FLOWS[flow](dataset.dim, layers=layers, hidden=hidden_sizes)
-    model.metadata = {"data": dataset.source, "columns": dataset.columns}
+    model = pipeline.build_flow(flow, dataset.dim, len(dataset.given), **options)
+    model.metadata = {"data": dataset.source, "columns": dataset.columns, "given": dataset.given, "flow": flow}
+    what = f"p({', '.join(dataset.columns)} | {', '.join(dataset.given)})" if dataset.given else f"{dataset.dim}-D"
     typer.echo(
-        f"training {flow} ({layers} layers, {sum(p.numel() for p in model.parameters()):,} parameters) "
-        f"on {dataset.source} ({dataset.dim}-D) for {steps} steps"
+        f"training {flow} ({sum(p.numel() for p in model.parameters()):,} parameters) "
+        f"on {dataset.source} ({what}) for {steps} steps"
     )
     start = time.perf_counter()
     result = fit(
@@ -150,12 +175,36 @@ def _print_summary(metrics: dict[str, Any], written: list[Path]) -> None:
     typer.echo("wrote " + ", ".join(str(p) for p in written))
 
 
+def _parse_given(text: str | None, flow: Any) -> torch.Tensor | None:
+    """``"a=1.5,b=2"`` -> a ``(1, context_dim)`` tensor in the model's order of given columns."""
+    names: list[str] = list(flow.metadata.get("given") or [])
+    if not flow.context_dim:
+        if text:
+            raise InputError("--given: this model is unconditional")
+        return None
+    if not text:
+        raise InputError(f"this model is conditional: pass --given with {', '.join(f'{n}=VALUE' for n in names)}")
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        try:
+            values[name.strip()] = float(value) if sep else float("nan")
+        except ValueError:
+            raise InputError(f"--given: {value.strip()!r} is not a number") from None
+    if sorted(values) != sorted(names) or not all(np.isfinite(list(values.values()))):
+        raise InputError(f"--given must set exactly {', '.join(f'{n}=VALUE' for n in names)}, got {text!r}")
+    return torch.tensor([[values[n] for n in names]])
+
+
 @app.command()
 @_clean_errors
 def sample(
     model: Annotated[Path, typer.Option(help="Run directory of a trained model.")],
     n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 1000,
     out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("samples.csv"),
+    given: Annotated[
+        str | None, typer.Option(help='Context of a conditional model, e.g. "livingArea=2000" (comma separated).')
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
@@ -165,10 +214,13 @@ def sample(
     _positive(n, "-n")
     _refuse_overwrite(out, force)
     flow = load(model)
+    context = _parse_given(given, flow)
     if seed is not None:
         torch.manual_seed(seed)
+    chunk = 65536
     with torch.inference_mode():
-        values = torch.cat([flow.sample(min(65536, n - done)) for done in range(0, n, 65536)])
+        parts = [flow.sample(min(chunk, n - done), context) for done in range(0, n, chunk)]
+    values = torch.cat([p.reshape(-1, flow.dim) for p in parts])
     _write_csv(out, values.double().numpy(), _columns(flow))
     typer.echo(f"wrote {n} samples to {out}")
 
@@ -177,23 +229,42 @@ def sample(
 @_clean_errors
 def density(
     model: Annotated[Path, typer.Option(help="Run directory of a trained model.")],
-    input: Annotated[Path, typer.Option("--input", help="CSV/TSV/.npy file of points, one per row.")],
+    input_path: Annotated[Path, typer.Option("--input", help="CSV/TSV/.npy file of points, one per row.")],
     out: Annotated[Path, typer.Option(help="CSV file to write (one column, log_prob).")] = Path("logp.csv"),
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Write the exact log-density (nats, in the data's units) of each input row."""
+    """Write the exact log-density (nats, in the data's units) of each input row.
+
+    A file with a header row may hold more columns than the model's: the model's columns
+    (and, for a conditional model, its given columns) are picked by name.
+    """
     from flowfit.datasets import load_table
     from flowfit.io import load
 
     _refuse_overwrite(out, force)
     flow = load(model)
-    points, _ = load_table(input)
-    if points.shape[1] != flow.dim:
-        raise InputError(f"{input} has {points.shape[1]} columns but the model expects {flow.dim}")
+    table, names = load_table(input_path)
+    points, context = _model_inputs(flow, table, names, input_path)
     with torch.inference_mode():
-        log_p = torch.cat([flow.log_prob(chunk) for chunk in points.split(65536)])
+        chunks = points.split(65536)
+        contexts = context.split(65536) if context is not None else [None] * len(chunks)
+        log_p = torch.cat([flow.log_prob(x, c) for x, c in zip(chunks, contexts, strict=True)])
     _write_csv(out, log_p.double().numpy()[:, None], ["log_prob"])
     typer.echo(f"wrote {len(log_p)} log-densities to {out} (mean {log_p.mean().item():.4f} nats)")
+
+
+def _model_inputs(flow: Any, table: torch.Tensor, names: list[str], path: Path) -> tuple[torch.Tensor, Any]:
+    """The model's columns (and given columns) of a loaded table, by name where possible."""
+    columns, given = _columns(flow), list(flow.metadata.get("given") or [])
+    if all(c in names for c in columns + given) and (given or table.shape[1] != flow.dim):
+        points = table[:, [names.index(c) for c in columns]]
+        context = table[:, [names.index(c) for c in given]] if given else None
+        return points, context
+    if given:
+        raise InputError(f"{path} needs a header with the columns {', '.join(columns + given)}")
+    if table.shape[1] != flow.dim:
+        raise InputError(f"{path} has {table.shape[1]} columns but the model expects {flow.dim}")
+    return table, None
 
 
 @app.command()

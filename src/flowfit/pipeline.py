@@ -15,6 +15,7 @@ from flowfit import viz
 from flowfit._version import __version__
 from flowfit.datasets import TOYS, load_table, moons_log_prob
 from flowfit.errors import InputError
+from flowfit.families import FLOWS
 from flowfit.flow import Flow
 from flowfit.io import save, write_json, write_text
 from flowfit.train import FitResult, nll, split
@@ -24,63 +25,120 @@ from flowfit.train import FitResult, nll, split
 VAL_SEED, TEST_SEED = 987_654_321, 12345
 TEST_SIZE = 100_000
 
+#: ``--flow`` names: a builder and the arguments that select a variant of it.
+FLOW_CHOICES: dict[str, tuple[str, dict[str, Any]]] = {
+    "realnvp": ("realnvp", {}),
+    "nsf": ("nsf", {}),
+    "nsf-ar": ("nsf", {"autoregressive": True}),
+    "maf": ("maf", {}),
+    "iaf": ("iaf", {}),
+    "nice": ("nice", {}),
+    "glow": ("glow", {}),
+}
+
+#: Training defaults of ``flowfit train`` per ``--flow`` (tuned on two moons; see README).
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "realnvp": {"steps": 6000, "batch_size": 512, "lr": 1e-3},
+    "nsf": {"steps": 10000, "batch_size": 512, "lr": 2e-3},
+    "nsf-ar": {"steps": 10000, "batch_size": 512, "lr": 2e-3},
+    "maf": {"steps": 8000, "batch_size": 512, "lr": 2e-3},
+    "iaf": {"steps": 5000, "batch_size": 512, "lr": 2e-3},
+    "nice": {"steps": 6000, "batch_size": 512, "lr": 1e-3},
+    "glow": {"steps": 6000, "batch_size": 512, "lr": 1e-3},
+}
+
+Pair = tuple[Tensor, Tensor | None]
+
 
 @dataclass
 class Data:
-    """Where a run's data come from and how they are split."""
+    """Where a run's data come from and how they are split; contexts are ``None`` for an
+    unconditional model."""
 
     source: str
     columns: list[str]
-    train: Tensor | Callable[[int], Tensor]
-    val: Tensor
-    test: Tensor
-    #: a fixed sample of the training distribution (for pictures and the train NLL)
-    reference: Tensor
+    given: list[str]
+    train: Pair | Callable[[int], Tensor]
+    val: Pair
+    test: Pair
+    #: a fixed sample of the training distribution (pictures, and the train NLL)
+    reference: Pair
 
     @property
     def dim(self) -> int:
-        return self.val.shape[1]
+        return self.val[0].shape[1]
 
 
-def resolve_data(spec: str, columns: list[str] | None = None, seed: int = 0) -> Data:
+def resolve_data(spec: str, columns: list[str] | None = None, given: list[str] | None = None, seed: int = 0) -> Data:
     """``spec`` is a toy name (fresh draws each step, fixed validation and test draws) or a
-    file path (rows shuffled with ``seed`` and split 80/10/10 into train/val/test)."""
+    file path (rows shuffled with ``seed`` and split 80/10/10 into train/val/test).
+
+    ``given`` names file columns to condition on (the model is then ``p(columns | given)``);
+    ``columns`` defaults to every other column.
+    """
     if spec in TOYS:
+        if given:
+            raise InputError("--given needs a file with the context columns, not a toy data set")
         toy = TOYS[spec]
         return Data(
             source=spec,
             columns=["x0", "x1"],
+            given=[],
             train=lambda n: toy(n),
-            val=toy(10_000, seed=VAL_SEED),
-            test=toy(TEST_SIZE, seed=TEST_SEED),
-            reference=toy(10_000, seed=VAL_SEED + 1),
+            val=(toy(10_000, seed=VAL_SEED), None),
+            test=(toy(TEST_SIZE, seed=TEST_SEED), None),
+            reference=(toy(10_000, seed=VAL_SEED + 1), None),
         )
     path = Path(spec)
     if not path.exists():
         raise InputError(f"--data {spec!r} is neither a file nor one of the toy data sets ({', '.join(TOYS)})")
-    values, names = load_table(path, columns)
-    if len(values) < 10:
-        raise InputError(
-            f"{path}: {len(values)} rows are too few to split into training, validation and test sets (need 10)"
-        )
-    constant = [name for name, std in zip(names, values.double().std(dim=0).tolist(), strict=True) if std == 0]
+    given = given or []
+    table, names = load_table(path)
+    missing = [c for c in [*(columns or []), *given] if c not in names]
+    if missing:
+        raise InputError(f"{path}: no column named {', '.join(map(repr, missing))}; it has {', '.join(names)}")
+    columns = columns or [c for c in names if c not in given]
+    overlap = set(columns) & set(given)
+    if overlap:
+        raise InputError(f"column(s) {', '.join(sorted(overlap))} cannot be both modelled and given")
+    if not columns:
+        raise InputError(f"{path}: no columns left to model")
+    if len(table) < 10:
+        raise InputError(f"{path}: {len(table)} rows are too few to split into training, validation and test sets")
+    values = table[:, [names.index(c) for c in columns]]
+    constant = [c for c, std in zip(columns, values.double().std(dim=0).tolist(), strict=True) if std == 0]
     if constant:
         raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
-    train, val, test = split(values, (0.8, 0.1, 0.1), seed=seed)
-    return Data(source=str(path), columns=names, train=train, val=val, test=test, reference=train[:10_000])
+    context = table[:, [names.index(c) for c in given]] if given else None
+    order = split(torch.arange(len(table)), (0.8, 0.1, 0.1), seed=seed)
+    train, val, test = ((values[i], None if context is None else context[i]) for i in order)
+    reference = (train[0][:10_000], None if context is None else train[1][:10_000])
+    return Data(str(path), columns, list(given), train, val, test, reference)
+
+
+def build_flow(name: str, dim: int, context_dim: int = 0, **options: Any) -> Flow:
+    """Build the ``--flow`` ``name``; ``options`` left at ``None`` keep the builder's defaults."""
+    if name not in FLOW_CHOICES:
+        raise InputError(f"--flow {name!r} is not a flow family; choose from {', '.join(FLOW_CHOICES)}")
+    builder, variant = FLOW_CHOICES[name]
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    try:
+        return FLOWS[builder](dim, context_dim=context_dim, **variant, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"--flow {name}: {error}") from None
 
 
 def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
     """The numbers of ``metrics.json`` (NLLs in nats per sample, in the data's units)."""
-    test_nll, test_stderr = nll(flow, data.test)
+    test_nll, test_stderr = nll(flow, *data.test)
     metrics: dict[str, Any] = {
         "data": data.source,
         "dim": data.dim,
-        "train_nll": nll(flow, data.reference)[0],
-        "val_nll": nll(flow, data.val)[0],
+        "train_nll": nll(flow, *data.reference)[0],
+        "val_nll": nll(flow, *data.val)[0],
         "test_nll": test_nll,
         "test_nll_stderr": test_stderr,
-        "test_size": len(data.test),
+        "test_size": len(data.test[0]),
         "steps": result.steps,
         "best_step": result.best_step,
         "seconds": round(result.seconds, 2),
@@ -90,7 +148,7 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
     }
     if data.source == "moons":
         # the test set's NLL under the true density: the floor no model can beat (in expectation)
-        floor = -moons_log_prob(data.test).mean().item()
+        floor = -moons_log_prob(data.test[0]).mean().item()
         metrics["entropy_floor"] = floor
         metrics["gap_to_floor"] = test_nll - floor
     return metrics
@@ -109,13 +167,14 @@ def write_run(
     if not plots:
         return written
     written.append(viz.plot_loss(result, directory / "loss.png", metrics.get("entropy_floor")))
-    written.append(viz.plot_loglik(flow, data.test, directory / "loglik.png"))
-    if data.dim == 2:
+    written.append(viz.plot_loglik(flow, *data.test, directory / "loglik.png"))
+    if data.dim == 2 and not flow.context_dim:
+        reference = data.reference[0]
         with torch.inference_mode():
             samples = flow.sample(10_000)
             states = flow.trajectory(2_000)
-        written.append(viz.plot_samples(data.reference, samples, directory / "samples.png"))
-        written.append(viz.plot_density(flow, data.reference, directory / "density.png"))
+        written.append(viz.plot_samples(reference, samples, directory / "samples.png"))
+        written.append(viz.plot_density(flow, reference, directory / "density.png"))
         titles = viz.layer_titles(flow)
         written.append(viz.plot_layers(states, directory / "layers.png", titles))
         written.append(

@@ -213,10 +213,12 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
 
 
 @torch.inference_mode()
-def plot_loglik(flow: Flow, data: Tensor, path: str | Path) -> Path:
+def plot_loglik(flow: Flow, data: Tensor, context: Tensor | None, path: str | Path) -> Path:
     """Histograms of ``log p(x)`` on ``data`` under the trained flow and under ``N(0, I)``
     (the untrained starting point in raw units): the tutorial's before/after picture."""
-    trained = torch.cat([flow.log_prob(c) for c in data.split(16384)]).cpu().numpy()
+    contexts = context.split(16384) if context is not None else [None] * len(data.split(16384))
+    trained = torch.cat([flow.log_prob(x, c) for x, c in zip(data.split(16384), contexts, strict=True)])
+    trained = trained.cpu().numpy()
     before = StandardNormal(data.shape[1]).log_prob(data.double().cpu()).numpy()
     fig, ax = plt.subplots(figsize=(6, 4))
     low = float(np.quantile(np.concatenate((trained, before)), 0.005))
