@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowfit-installed
 
-.PHONY: demo test figures clean
+.PHONY: demo demo-image test figures clean
 
 # torch is installed first and pinned: a plain `torch` requirement would pull a multi-GB
 # CUDA build; 2.13.0 is the CPU wheel this project is tested with.
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/flowfit train --data moons --flow realnvp --layers 6 --out runs/demo --force
+
+# N(0, I) becoming flowfit's own picture along a continuous flow trained by flow matching.
+demo-image: $(STAMP)
+	$(BIN)/flowfit train --data logo --flow cnf --objective fm --out runs/logo --force
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -11,9 +11,19 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from flowfit import pipeline
 from flowfit.cli import app
 
 runner = CliRunner()
+SMALL_TEST_SET = 5000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_test_sets():
+    """Score runs on 5,000 test points instead of 100,000: these tests check plumbing."""
+    original, pipeline.TEST_SIZE = pipeline.TEST_SIZE, SMALL_TEST_SET
+    yield
+    pipeline.TEST_SIZE = original
 
 
 def run(*args: str):
@@ -73,7 +83,7 @@ def test_train_writes_the_run_directory(model_dir) -> None:
         "entropy_floor",
     ):
         assert key in metrics
-    assert metrics["steps"] == 40 and metrics["test_size"] == 100_000
+    assert metrics["steps"] == 40 and metrics["test_size"] == SMALL_TEST_SET
     assert metrics["entropy_floor"] < metrics["test_nll"] < 2.5
     gif = Image.open(model_dir / "flow.gif")
     assert gif.n_frames > 3 * 10  # 3 states held, 2 transitions interpolated
@@ -278,3 +288,31 @@ def test_every_family_trains_from_the_cli(tmp_path, flow: str) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["metadata"]["flow"] == flow
+
+
+def test_continuous_flow_from_the_cli(tmp_path) -> None:
+    out = tmp_path / "cnf"
+    result = run(
+        "train",
+        "--data",
+        "logo",
+        "--flow",
+        "cnf",
+        "--objective",
+        "fm",
+        "--hidden",
+        "16,16",
+        "--steps",
+        "20",
+        "--out",
+        out,
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert {"flow.gif", "layers.png", "density.png"} <= {p.name for p in out.iterdir()}
+    gif = tmp_path / "cnf.gif"
+    result = run("animate", "--model", out, "--out", gif, "-n", "100", "--frames", "5")
+    assert result.exit_code == 0, result.output
+    assert Image.open(gif).n_frames >= 5
+    assert_clean_failure(run("train", "--flow", "realnvp", "--objective", "fm", "--out", tmp_path / "x"), "cnf")
+    assert_clean_failure(run("train", "--data", "image:/nonexistent.png", "--out", tmp_path / "x"), "readable")

@@ -129,3 +129,46 @@ def test_bad_npy_and_missing_column(tmp_path) -> None:
         datasets.load_table(good, columns=["c"])
     with pytest.raises(InputError, match="no such file"):
         datasets.load_table(tmp_path / "missing.csv")
+
+
+def test_image_density_follows_darkness(tmp_path) -> None:
+    from PIL import Image
+
+    picture = np.full((20, 40), 255, dtype=np.uint8)
+    picture[:, 30:] = 0  # the right quarter is black
+    picture[:10, :10] = 128  # a grey square, top left
+    path = tmp_path / "picture.png"
+    Image.fromarray(picture).save(path)
+    points = datasets.image(path, 20000, seed=0)
+    assert points.shape == (20000, 2)
+    # larger side spans [-2, 2], centred; y axis up
+    assert points[:, 0].min() >= -2 and points[:, 0].max() <= 2
+    assert points[:, 1].min() >= -1 and points[:, 1].max() <= 1
+    black = points[:, 0] > 1.0  # columns 30..39
+    grey = (points[:, 0] < -1.0) & (points[:, 1] > 0)  # columns 0..9, rows 0..9 = top
+    # mass: black 200 px * 1.0, grey 100 px * (1 - 128/255)
+    expected_black = 200 / (200 + 100 * (1 - 128 / 255))
+    assert abs(black.float().mean().item() - expected_black) < 0.01
+    assert abs((black | grey).float().mean().item() - 1) < 1e-6
+    assert torch.equal(points, datasets.image(path, 20000, seed=0))
+
+
+def test_shipped_logo_and_bad_images(tmp_path) -> None:
+    points = datasets.image(datasets.LOGO, 1000, seed=0)
+    assert points.shape == (1000, 2) and torch.isfinite(points).all()
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("L", (10, 10), 255).save(blank)
+    with pytest.raises(InputError, match="blank"):
+        datasets.image(blank, 10)
+    text = tmp_path / "not.png"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="not a readable image"):
+        datasets.image(text, 10)
+
+
+def test_render_text_makes_a_dark_word(tmp_path) -> None:
+    path = datasets.render_text("ab", tmp_path / "ab.png", size=20)
+    darkness = datasets.image_darkness(path)
+    assert 0.05 < darkness.mean().item() < 0.8

@@ -83,11 +83,17 @@ def train(
     data: Annotated[
         str,
         typer.Option(
-            help="A toy data set (moons, circles, eight_gaussians, checkerboard, pinwheel, spirals) "
+            help="A toy data set (moons, circles, eight_gaussians, checkerboard, pinwheel, spirals), "
+            "image:PATH (points drawn from a picture's dark pixels), logo (flowfit's own picture), "
             "or a .csv/.tsv/.npy file whose rows are samples."
         ),
     ] = "moons",
-    flow: Annotated[str, typer.Option(help="Flow family: realnvp, nsf, nsf-ar, maf, iaf, nice, glow.")] = "realnvp",
+    flow: Annotated[
+        str, typer.Option(help="Flow family: realnvp, nsf, nsf-ar, maf, iaf, nice, glow, cnf.")
+    ] = "realnvp",
+    objective: Annotated[
+        str, typer.Option(help="mle (maximum likelihood) or, for --flow cnf, fm (flow matching).")
+    ] = "mle",
     layers: Annotated[int | None, typer.Option(help="Number of transforms [default: the family's].")] = None,
     hidden: Annotated[
         str | None,
@@ -118,7 +124,11 @@ def train(
 
     if flow not in pipeline.FLOW_CHOICES:
         raise InputError(f"--flow {flow!r} is not a flow family; choose from {', '.join(pipeline.FLOW_CHOICES)}")
-    defaults = pipeline.TRAINING_DEFAULTS[flow]
+    if objective not in ("mle", "fm"):
+        raise InputError(f"--objective must be mle or fm, got {objective!r}")
+    if objective == "fm" and flow != "cnf":
+        raise InputError("--objective fm (flow matching) trains continuous flows: use it with --flow cnf")
+    defaults = pipeline.training_defaults(flow, objective)
     steps = _positive(steps if steps is not None else defaults["steps"], "--steps")
     batch_size = _positive(batch_size if batch_size is not None else defaults["batch_size"], "--batch-size")
     lr = lr if lr is not None else defaults["lr"]
@@ -129,11 +139,19 @@ def train(
         "hidden": _int_list(hidden, "--hidden"),
         "bins": None if bins is None else _positive(bins, "--bins"),
     }
+    if flow == "cnf" and (options.pop("layers") is not None or options.pop("bins") is not None):
+        raise InputError("--layers and --bins do not apply to --flow cnf (one continuous-time layer)")
     _refuse_overwrite(out, force)
     dataset = pipeline.resolve_data(data, _names(columns), _names(given), seed=seed)
     torch.manual_seed(seed)
     model = pipeline.build_flow(flow, dataset.dim, len(dataset.given), **options)
-    model.metadata = {"data": dataset.source, "columns": dataset.columns, "given": dataset.given, "flow": flow}
+    model.metadata = {
+        "data": dataset.source,
+        "columns": dataset.columns,
+        "given": dataset.given,
+        "flow": flow,
+        "objective": objective,
+    }
     what = f"p({', '.join(dataset.columns)} | {', '.join(dataset.given)})" if dataset.given else f"{dataset.dim}-D"
     typer.echo(
         f"training {flow} ({sum(p.numel() for p in model.parameters()):,} parameters) "
@@ -273,11 +291,13 @@ def animate(
     model: Annotated[Path, typer.Option(help="Run directory of a trained 2-D model.")],
     out: Annotated[Path, typer.Option(help="GIF file to write.")] = Path("flow.gif"),
     n: Annotated[int, typer.Option("-n", help="Number of points to move.")] = 2000,
-    frames: Annotated[int, typer.Option(help="Frames between consecutive layers.")] = 10,
+    frames: Annotated[
+        int, typer.Option(help="Frames between consecutive layers; for a continuous flow, frames in all.")
+    ] = 10,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Render N(0, I) turning into the data, layer by layer, as a GIF."""
+    """Render N(0, I) turning into the data as a GIF: layer by layer, or along the ODE's path."""
     from flowfit import viz
     from flowfit.io import load
 
@@ -289,15 +309,8 @@ def animate(
         raise InputError(f"animate draws 2-D flows; this model is {flow.dim}-D")
     if seed is not None:
         torch.manual_seed(seed)
-    with torch.inference_mode():
-        states = flow.trajectory(n)
-    viz.animate(
-        states,
-        out,
-        viz.layer_titles(flow),
-        frames_per_layer=frames,
-        note="discrete flow: frames between layers are interpolated",
-    )
+    states, titles, note, per_layer = viz.trajectory_frames(flow, n, frames)
+    viz.animate(states, out, titles, per_layer, note=note)
     typer.echo(f"wrote {out}")
 
 

@@ -37,13 +37,21 @@ def moons(n: int, noise: float = 0.05, seed: int | None = None) -> Tensor:
     ``t`` is drawn uniformly, so fresh batches are i.i.d. draws from the same limiting
     density (the one whose entropy, 0.288 nats at noise 0.05, is the NLL floor).
     """
+    return labelled_moons(n, noise, seed)[0]
+
+
+def labelled_moons(n: int, noise: float = 0.05, seed: int | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`moons` with each point's moon: label 0 for the upper arc, 1 for the lower,
+    shape ``(n, 1)`` float (ready to be a context)."""
     g = _generator(seed)
     n_upper = n // 2
     t = torch.rand(n, generator=g) * math.pi
     upper = torch.stack((torch.cos(t[:n_upper]), torch.sin(t[:n_upper])), dim=1)
     lower = torch.stack((1 - torch.cos(t[n_upper:]), 0.5 - torch.sin(t[n_upper:])), dim=1)
     points = torch.cat((upper, lower)) + noise * torch.randn(n, 2, generator=g)
-    return _shuffled(points, g)
+    labels = (torch.arange(n) >= n_upper).float()[:, None]
+    order = torch.randperm(n, generator=g)
+    return points[order], labels[order]
 
 
 def moons_log_prob(x: Tensor, noise: float = 0.05, nodes: int = 1024) -> Tensor:
@@ -138,6 +146,58 @@ TOYS: dict[str, Callable[..., Tensor]] = {
     "pinwheel": pinwheel,
     "spirals": spirals,
 }
+
+
+# -- images as densities ---------------------------------------------------------------------
+def image(path: str | Path, n: int, seed: int | None = None) -> Tensor:
+    """Sample ``n`` points from a picture: pixel ``(row, col)`` is chosen with probability
+    proportional to its darkness (``1 - grey / 255``), then the point is placed uniformly at
+    random inside that pixel. The y axis points up; the picture is centred at the origin and
+    scaled so that its larger side spans ``[-2, 2]``. Shape ``(n, 2)``, float32.
+    """
+    darkness = image_darkness(path)
+    height, width = darkness.shape
+    g = _generator(seed)
+    index = torch.multinomial(darkness.flatten(), n, replacement=True, generator=g)
+    rows, cols = index // width, index % width
+    jitter = torch.rand(n, 2, generator=g)
+    x = cols + jitter[:, 0] - width / 2
+    y = height / 2 - (rows + jitter[:, 1])
+    return torch.stack((x, y), dim=1) * (4 / max(height, width))
+
+
+def image_darkness(path: str | Path) -> Tensor:
+    """The darkness ``1 - grey / 255`` of every pixel of a picture, shape ``(height, width)``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            grey = np.asarray(picture.convert("L"), dtype=np.float64)
+    except (OSError, UnidentifiedImageError) as error:
+        raise InputError(f"{path}: not a readable image ({error})") from None
+    darkness = torch.from_numpy(1 - grey / 255)
+    if darkness.sum() <= 0:
+        raise InputError(f"{path}: the image is blank (no dark pixels to sample)")
+    return darkness
+
+
+def render_text(text: str, path: str | Path, size: int = 48, weight: int = 5) -> Path:
+    """Render ``text`` in black on white with Pillow's built-in font, strokes thickened by a
+    ``weight``-pixel minimum filter, and save it (PNG): a picture the project makes itself,
+    for the image-density demo and tests."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = font.getbbox(text)
+    margin = size // 4
+    picture = Image.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 255)
+    ImageDraw.Draw(picture).text((margin - left, margin - top), text, fill=0, font=font)
+    picture.filter(ImageFilter.MinFilter(weight)).save(path)
+    return Path(path)
+
+
+#: The picture that ships with flowfit (``render_text("flowfit", ...)``).
+LOGO = Path(__file__).parent / "data" / "flowfit.png"
 
 
 # -- files ----------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ def _register(name: str) -> Callable[[Callable[..., Flow]], Callable[..., Flow]]
     return decorate
 
 
-def _flow(name: str, transforms: list[Transform], dim: int, context_dim: int, kwargs: dict[str, Any]) -> Flow:
+def _flow(
+    name: str, transforms: list[Transform], dim: int, context_dim: int, kwargs: dict[str, Any], standardize: bool = True
+) -> Flow:
     """Append the data-side standardization, build the context embedding, record the config."""
     embedding = tuple(kwargs.get("embedding") or ())
     context_embedding = None
@@ -52,7 +54,8 @@ def _flow(name: str, transforms: list[Transform], dim: int, context_dim: int, kw
             context_dim, embedding[-1], embedding[:-1], kwargs.get("activation", "relu"), zero_last=False
         )
     config = {"builder": name, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
-    return Flow([*transforms, Standardize(dim)], dim, context_dim, context_embedding, config)
+    transforms = [*transforms, Standardize(dim)] if standardize else transforms
+    return Flow(transforms, dim, context_dim, context_embedding, config)
 
 
 def _features(context_dim: int, embedding: Sequence[int]) -> int:
@@ -278,6 +281,49 @@ def Glow(  # noqa: N802
             activation=activation,
             scale_bound=scale_bound,
         ),
+    )
+
+
+@_register("cnf")
+def CNF(  # noqa: N802
+    dim: int,
+    hidden: Sequence[int] = (64, 64, 64),
+    context_dim: int = 0,
+    embedding: Sequence[int] = (),
+    activation: str = "softplus",
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    trace: str = "auto",
+    adjoint: bool = False,
+) -> Flow:
+    """Continuous normalizing flow (FFJORD): one :class:`~flowfit.continuous.ContinuousFlow`,
+    the neural ODE ``dz/dt = f(z, t, c)`` on ``[0, 1]`` with its data standardization. Train
+    it by maximum likelihood or by flow matching (``fit(..., objective="fm")``); ``log_prob``
+    is exact either way, and ``flow.trajectory(z0, t=[...])`` gives ``z_t`` at any times."""
+    from flowfit.continuous import ContinuousFlow
+
+    layer = ContinuousFlow(
+        dim, hidden, _features(context_dim, embedding), activation, method, rtol, atol, trace, adjoint
+    )
+    return _flow(
+        "cnf",
+        [layer],
+        dim,
+        context_dim,
+        dict(
+            dim=dim,
+            hidden=tuple(hidden),
+            context_dim=context_dim,
+            embedding=tuple(embedding),
+            activation=activation,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            trace=trace,
+            adjoint=adjoint,
+        ),
+        standardize=False,
     )
 
 

@@ -102,17 +102,26 @@ class Flow(nn.Module):
             return x, log_prob
         return x.view(rows, n, self.dim), log_prob.view(rows, n)
 
-    def trajectory(self, z0_or_n: Tensor | int, context: Tensor | None = None) -> list[Tensor]:
+    def trajectory(
+        self, z0_or_n: Tensor | int, context: Tensor | None = None, t: Sequence[float] | Tensor | None = None
+    ) -> list[Tensor]:
         """The states ``[z_0, z_1, ..., z_T]``: a base sample and its image after each layer.
 
         ``z0_or_n`` is either the starting points ``z_0`` (shape ``(n, dim)``) or a number of
         points to draw from the base distribution. ``z_T`` is the data-side point.
+
+        For a continuous-time flow, ``t`` asks for ``z_t`` at those real times in ``[0, 1]``
+        instead (``t = 0`` the base, ``t = 1`` the data), solved from the ODE.
         """
         if isinstance(z0_or_n, int):
             z = self.base.sample(z0_or_n)
         else:
             z = self._check(z0_or_n, "z0")
         context = self._embed(context, z.shape[0])
+        if t is not None:
+            if not self.is_continuous:
+                raise InputError("trajectory(t=...) needs a continuous-time flow; a discrete flow has z_0, ..., z_T")
+            return self.layers[0].trajectory(z, t, context)
         states = [z]
         for layer in self.layers:
             z, _ = layer(z, context)
@@ -135,6 +144,11 @@ class Flow(nn.Module):
             self.context_scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
             self.context_initialized.fill_(True)
         self.transform.initialize_from_data(x, self._embed(context, x.shape[0]))
+
+    @property
+    def is_continuous(self) -> bool:
+        """Whether this flow is one continuous-time layer (``z_t`` defined for every ``t``)."""
+        return len(self.layers) == 1 and hasattr(self.layers[0], "trajectory")
 
     # -- helpers --------------------------------------------------------------------------
     @property

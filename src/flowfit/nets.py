@@ -11,6 +11,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
     "elu": nn.ELU,
+    "softplus": nn.Softplus,
     "leaky_relu": nn.LeakyReLU,
 }
 

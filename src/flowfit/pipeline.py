@@ -13,7 +13,7 @@ from torch import Tensor
 
 from flowfit import viz
 from flowfit._version import __version__
-from flowfit.datasets import TOYS, load_table, moons_log_prob
+from flowfit.datasets import LOGO, TOYS, image, load_table, moons_log_prob
 from flowfit.errors import InputError
 from flowfit.families import FLOWS
 from flowfit.flow import Flow
@@ -34,10 +34,14 @@ FLOW_CHOICES: dict[str, tuple[str, dict[str, Any]]] = {
     "iaf": ("iaf", {}),
     "nice": ("nice", {}),
     "glow": ("glow", {}),
+    "cnf": ("cnf", {}),
 }
 
-#: Training defaults of ``flowfit train`` per ``--flow`` (tuned on two moons; see README).
+#: Training defaults of ``flowfit train`` per ``--flow`` (tuned on two moons; see README); the
+#: CNF has one set per objective.
 TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cnf": {"steps": 1500, "batch_size": 512, "lr": 3e-3},
+    "cnf-fm": {"steps": 20000, "batch_size": 512, "lr": 2e-3},
     "realnvp": {"steps": 6000, "batch_size": 512, "lr": 1e-3},
     "nsf": {"steps": 10000, "batch_size": 512, "lr": 2e-3},
     "nsf-ar": {"steps": 10000, "batch_size": 512, "lr": 2e-3},
@@ -69,26 +73,41 @@ class Data:
         return self.val[0].shape[1]
 
 
+def training_defaults(flow: str, objective: str = "mle") -> dict[str, Any]:
+    """``steps``, ``batch_size`` and ``lr`` of ``flowfit train --flow flow --objective objective``."""
+    return TRAINING_DEFAULTS["cnf-fm" if (flow, objective) == ("cnf", "fm") else flow]
+
+
+def _sampled(source: str, draw: Callable[..., Tensor]) -> Data:
+    """A generator: fresh draws each step, fixed validation, test and reference draws."""
+    return Data(
+        source=source,
+        columns=["x0", "x1"],
+        given=[],
+        train=lambda n: draw(n),
+        val=(draw(10_000, seed=VAL_SEED), None),
+        test=(draw(TEST_SIZE, seed=TEST_SEED), None),
+        reference=(draw(10_000, seed=VAL_SEED + 1), None),
+    )
+
+
 def resolve_data(spec: str, columns: list[str] | None = None, given: list[str] | None = None, seed: int = 0) -> Data:
-    """``spec`` is a toy name (fresh draws each step, fixed validation and test draws) or a
-    file path (rows shuffled with ``seed`` and split 80/10/10 into train/val/test).
+    """``spec`` is a toy name (fresh draws each step, fixed validation and test draws),
+    ``image:PATH`` (points drawn from a picture's dark pixels), ``logo`` (the picture that
+    ships with flowfit), or a file path (rows shuffled with ``seed`` and split 80/10/10 into
+    train/val/test).
 
     ``given`` names file columns to condition on (the model is then ``p(columns | given)``);
     ``columns`` defaults to every other column.
     """
+    picture = LOGO if spec == "logo" else Path(spec[len("image:") :]) if spec.startswith("image:") else None
+    if (spec in TOYS or picture is not None) and given:
+        raise InputError("--given needs a file with the context columns, not a generated data set")
     if spec in TOYS:
-        if given:
-            raise InputError("--given needs a file with the context columns, not a toy data set")
-        toy = TOYS[spec]
-        return Data(
-            source=spec,
-            columns=["x0", "x1"],
-            given=[],
-            train=lambda n: toy(n),
-            val=(toy(10_000, seed=VAL_SEED), None),
-            test=(toy(TEST_SIZE, seed=TEST_SEED), None),
-            reference=(toy(10_000, seed=VAL_SEED + 1), None),
-        )
+        return _sampled(spec, TOYS[spec])
+    if picture is not None:
+        image(picture, 1)  # fail now, with a clear message, if the picture is unusable
+        return _sampled(spec, lambda n, seed=None: image(picture, n, seed))
     path = Path(spec)
     if not path.exists():
         raise InputError(f"--data {spec!r} is neither a file nor one of the toy data sets ({', '.join(TOYS)})")
@@ -172,14 +191,10 @@ def write_run(
         reference = data.reference[0]
         with torch.inference_mode():
             samples = flow.sample(10_000)
-            states = flow.trajectory(2_000)
         written.append(viz.plot_samples(reference, samples, directory / "samples.png"))
         written.append(viz.plot_density(flow, reference, directory / "density.png"))
-        titles = viz.layer_titles(flow)
+        states, titles, _, _ = viz.trajectory_frames(flow, 2_000, frames=8)
         written.append(viz.plot_layers(states, directory / "layers.png", titles))
-        written.append(
-            viz.animate(
-                states, directory / "flow.gif", titles, note="discrete flow: frames between layers are interpolated"
-            )
-        )
+        states, titles, note, per_layer = viz.trajectory_frames(flow, 2_000, frames=60 if flow.is_continuous else 10)
+        written.append(viz.animate(states, directory / "flow.gif", titles, per_layer, note=note))
     return written

@@ -31,8 +31,10 @@ class FitResult:
     best_val_nll: float
     #: ``(step, mean training NLL since the previous record)``
     train_curve: list[tuple[int, float]] = field(default_factory=list)
-    #: ``(step, validation NLL)``
+    #: ``(step, validation metric)``: the NLL, or the flow-matching loss for ``objective="fm"``
     val_curve: list[tuple[int, float]] = field(default_factory=list)
+    #: what ``train_curve`` and ``val_curve`` hold: ``"nll"`` or ``"fm_loss"``
+    metric: str = "nll"
 
 
 def check_data(data: Tensor, dim: int | None = None, name: str = "data") -> Tensor:
@@ -107,6 +109,8 @@ def fit(
     schedule: str = "cosine",
     warmup: int = 0,
     clip_grad: float | None = 10.0,
+    objective: str = "mle",
+    callback: Callable[[int, Flow], None] | None = None,
     progress: bool = True,
 ) -> FitResult:
     """Train ``flow`` by maximum likelihood and leave it at its best validation state.
@@ -129,6 +133,11 @@ def fit(
         schedule: ``"cosine"`` (decay to 0 over the run) or ``"constant"``.
         warmup: steps of linear learning-rate warm-up.
         clip_grad: clip the gradient norm to this value (``None``: no clipping).
+        objective: ``"mle"`` (maximum likelihood) or, for a continuous flow, ``"fm"`` (flow
+            matching: no ODE solve per step; model selection then uses the validation
+            flow-matching loss with fixed noise).
+        callback: called as ``callback(step, flow)`` after every validation (the flow in
+            eval mode), e.g. to log or to measure more.
         progress: show a progress bar with the running NLL.
 
     The validation NLL is recorded every ``val_every`` steps and at the end; the flow ends
@@ -172,11 +181,14 @@ def fit(
     val_context = None if val_context is None else val_context.to(device, dtype)
     flow.initialize(init[0].to(device, dtype), None if init[1] is None else init[1].to(device, dtype))
 
+    loss_of, val_metric = _objective(flow, objective)
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(schedule, steps, warmup))
     val_every = val_every or max(1, steps // 40)
 
-    result = FitResult(steps=steps, seconds=0.0, best_step=0, best_val_nll=math.inf)
+    result = FitResult(
+        steps=steps, seconds=0.0, best_step=0, best_val_nll=math.inf, metric="fm_loss" if objective == "fm" else "nll"
+    )
     best_state = _copy_state(flow)
     running, count = 0.0, 0
     start = time.perf_counter()
@@ -185,7 +197,7 @@ def fit(
     for step in bar:
         x, context = draw(batch_size)
         context = None if context is None else context.to(device, dtype)
-        loss = -flow.log_prob(x.to(device, dtype), context).mean()
+        loss = loss_of(x.to(device, dtype), context)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_grad or math.inf)
@@ -201,7 +213,9 @@ def fit(
         running, count = running + loss_value, count + 1
         if step % val_every == 0 or step == steps:
             flow.eval()
-            val_nll = nll(flow, val_x, val_context)[0]
+            val_nll = val_metric(val_x, val_context)
+            if callback is not None:
+                callback(step, flow)
             flow.train()
             result.train_curve.append((step, running / count))
             result.val_curve.append((step, val_nll))
@@ -215,6 +229,30 @@ def fit(
     flow.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _objective(flow: Flow, objective: str) -> tuple[Callable[..., Tensor], Callable[..., float]]:
+    """The training loss ``(x, c) -> Tensor`` and the validation metric ``(x, c) -> float``."""
+    if objective == "mle":
+        return (lambda x, c: -flow.log_prob(x, c).mean()), (lambda x, c: nll(flow, x, c)[0])
+    if objective != "fm":
+        raise InputError(f"unknown objective {objective!r}; choose 'mle' or 'fm'")
+    if not flow.is_continuous:
+        raise InputError("flow matching (objective='fm') trains continuous flows (CNF) only")
+    from flowfit.continuous import flow_matching_loss
+
+    layer = flow.layers[0]
+
+    def loss(x: Tensor, c: Tensor | None) -> Tensor:
+        return flow_matching_loss(layer, x, flow._embed(c, len(x)))
+
+    @torch.no_grad()
+    def validation(x: Tensor, c: Tensor | None) -> float:
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            torch.manual_seed(0)  # the same noise and times at every evaluation
+            return loss(x, c).item()
+
+    return loss, validation
 
 
 def _copy_state(flow: Flow) -> dict[str, Tensor]:

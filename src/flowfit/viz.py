@@ -115,6 +115,21 @@ def layer_titles(flow: Flow) -> list[str]:
     return titles
 
 
+@torch.inference_mode()
+def trajectory_frames(flow: Flow, n: int = 2000, frames: int = 10) -> tuple[list[Tensor], list[str], str, int]:
+    """What to animate: ``(states, titles, note, frames_per_layer)``.
+
+    A continuous flow gives ``frames`` states ``z_t`` solved from its ODE at evenly spaced
+    ``t`` in ``[0, 1]`` (nothing is interpolated); a discrete flow gives ``z_0, ..., z_T``
+    with ``frames`` interpolated frames between consecutive layers.
+    """
+    if flow.is_continuous:
+        times = torch.linspace(0, 1, max(frames, 2)).tolist()
+        states = flow.trajectory(n, t=times)
+        return states, [f"z_t at t = {t:.2f}" for t in times], "continuous flow: every frame is z_t from the ODE", 1
+    return flow.trajectory(n), layer_titles(flow), "discrete flow: frames between layers are interpolated", frames
+
+
 def plot_layers(states: Sequence[Tensor], path: str | Path, titles: Sequence[str] | None = None) -> Path:
     """One panel per state ``z_0, ..., z_T`` of a trajectory, fixed common axes."""
     titles = titles or [f"z_{i}" for i in range(len(states))]
@@ -172,7 +187,7 @@ def animate(
         frames.append(rgb.quantize(colors=128, method=Image.Quantize.MEDIANCUT))
 
     for i in range(len(arrays)):
-        for _ in range(hold):
+        for _ in range(hold if i in (0, len(arrays) - 1) or frames_per_layer > 1 else 1):
             grab(arrays[i], titles[i])
         if i + 1 < len(arrays):
             for k in range(1, frames_per_layer):

@@ -1,0 +1,132 @@
+"""Continuous normalizing flows: divergence, round trips, trajectories, flow matching."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import flowfit
+from flowfit import datasets
+from flowfit.continuous import ContinuousFlow, VectorField, exact_divergence, hutchinson_divergence
+from flowfit.errors import InputError
+from flowfit.viz import density_grid
+
+from .helpers import check_bijection, randomize
+
+
+def random_cnf(dim: int = 2, context_dim: int = 0, tolerance: float = 1e-9, seed: int = 0) -> flowfit.Flow:
+    flow = flowfit.CNF(dim, hidden=(16, 16), context_dim=context_dim, rtol=tolerance, atol=tolerance).double()
+    randomize(flow, scale=0.3, seed=seed)
+    context = torch.randn(100, context_dim, dtype=torch.float64) if context_dim else None
+    flow.initialize(torch.randn(100, dim, dtype=torch.float64) * 2 + 1, context)
+    return flow
+
+
+def test_exact_divergence_is_the_jacobian_trace() -> None:
+    field = VectorField(3, hidden=(16, 16)).double()
+    randomize(field)
+    z = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor(0.3, dtype=torch.float64)
+    divergence = exact_divergence(field(z, t), z, create_graph=False)
+    for i in range(5):
+        jacobian = torch.autograd.functional.jacobian(lambda v: field(v[None], t)[0], z[i].detach())
+        torch.testing.assert_close(divergence[i], torch.trace(jacobian))
+
+
+def test_hutchinson_estimate_is_unbiased() -> None:
+    field = VectorField(6, hidden=(32,)).double()
+    randomize(field)
+    t = torch.tensor(0.5, dtype=torch.float64)
+    z = torch.randn(1, 6, dtype=torch.float64).expand(4000, 6).clone().requires_grad_(True)  # one point, 4000 probes
+    exact = exact_divergence(field(z, t), z, create_graph=False)[0].item()
+    probes = torch.randint(0, 2, (4000, 6), generator=torch.Generator().manual_seed(0)).double() * 2 - 1
+    estimates = hutchinson_divergence(field(z, t), z, probes, create_graph=False)
+    mean, stderr = estimates.mean().item(), estimates.std().item() / math.sqrt(len(estimates))
+    assert abs(mean - exact) < 3 * stderr
+
+
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_round_trip_and_log_det_match_autograd(context_dim: int) -> None:
+    flow = random_cnf(2, context_dim)
+    context = torch.randn(3, context_dim, dtype=torch.float64) if context_dim else None
+    check_bijection(flow, torch.randn(3, 2, dtype=torch.float64), context)
+
+
+def test_forward_then_backward_returns_the_start_within_tolerance() -> None:
+    flow = random_cnf(3, tolerance=1e-5)
+    z = torch.randn(20, 3, dtype=torch.float64)
+    x, _ = flow(z)
+    back, _ = flow.inverse(x)
+    assert (back - z).abs().max() < 1e-3
+
+
+def test_trajectory_endpoints_and_any_time() -> None:
+    flow = random_cnf(tolerance=1e-7)
+    z0 = torch.randn(20, 2, dtype=torch.float64)
+    states = flow.trajectory(z0, t=[0.0, 0.25, 1.5 / 2, 1.0])
+    assert len(states) == 4
+    torch.testing.assert_close(states[0], z0)
+    torch.testing.assert_close(states[-1], flow(z0)[0], atol=1e-6, rtol=0)
+    # the same noise gives sample()'s points
+    torch.manual_seed(3)
+    samples = flow.sample(20)
+    torch.manual_seed(3)
+    torch.testing.assert_close(flow.trajectory(20, t=[0.0, 1.0])[-1], samples, atol=1e-6, rtol=0)
+    # requested times come back in the requested order
+    middle = flow.trajectory(z0, t=[0.5])[0]
+    torch.testing.assert_close(flow.trajectory(z0, t=[1.0, 0.5])[1], middle)
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        flow.trajectory(z0, t=[1.2])
+    with pytest.raises(InputError, match="continuous-time"):
+        flowfit.RealNVP(2).trajectory(3, t=[0.5])
+
+
+def test_log_prob_works_in_inference_mode() -> None:
+    flow = random_cnf(tolerance=1e-7)
+    x = torch.randn(10, 2, dtype=torch.float64)
+    with torch.inference_mode():
+        inference = flow.log_prob(x)
+    torch.testing.assert_close(inference, flow.log_prob(x).detach())
+
+
+@pytest.mark.parametrize("objective", ["mle", "fm"])
+def test_trained_cnf_density_integrates_to_one(objective: str) -> None:
+    torch.manual_seed(0)
+    flow = flowfit.CNF(2, hidden=(32, 32), rtol=1e-5, atol=1e-5)
+    steps = 250 if objective == "mle" else 600
+    result = flowfit.fit(
+        flow,
+        lambda n: datasets.moons(n),
+        steps=steps,
+        batch_size=256,
+        lr=5e-3,
+        seed=0,
+        val_data=datasets.moons(500, seed=1),
+        val_every=steps,
+        objective=objective,
+        progress=False,
+    )
+    assert result.metric == ("fm_loss" if objective == "fm" else "nll")
+    xs, ys, log_p = density_grid(flow, (-2.0, 3.0, -1.5, 2.0), resolution=100)
+    mass = np.exp(log_p).sum() * (xs[1] - xs[0]) * (ys[1] - ys[0])
+    assert abs(mass - 1) < 0.02
+    test = datasets.moons(2000, seed=2)
+    gaussian = -torch.distributions.MultivariateNormal(test.mean(0), torch.cov(test.T)).log_prob(test).mean()
+    assert flowfit.train.nll(flow, test)[0] < gaussian - 0.05
+
+
+def test_flow_matching_needs_a_continuous_flow() -> None:
+    with pytest.raises(InputError, match="continuous"):
+        flowfit.fit(flowfit.RealNVP(2, hidden=(4,)), datasets.moons(100), steps=1, objective="fm", progress=False)
+
+
+def test_counts_function_evaluations() -> None:
+    flow = random_cnf(tolerance=1e-5)
+    layer = flow.layers[0]
+    assert isinstance(layer, ContinuousFlow)
+    before = layer.evaluations
+    flow.sample(10)
+    assert layer.evaluations > before + 5
