@@ -47,7 +47,7 @@ def run(objective: str, steps: int | None, val_points: int) -> dict:
             reached.append(elapsed)
 
     torch.manual_seed(0)
-    flow = flowfit.CNF(2)
+    flow = flowfit.CNF(2, **({"hidden": defaults["hidden"]} if "hidden" in defaults else {}))
     flowfit.fit(
         flow,
         lambda n: datasets.moons(n),

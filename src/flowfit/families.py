@@ -3,10 +3,16 @@
 
 Every flow ends (on the data side) with a fixed :class:`~flowfit.transforms.Standardize`
 that carries the data's units; :meth:`Flow.initialize` (which ``fit`` calls) fits it, and
-the context's own standardization, to the training data. Every builder takes
-``context_dim`` (0: unconditional) and ``embedding``: the hidden sizes of an MLP that maps
-the (standardized) context before it reaches the conditioners; its last size is what they
-see. Defaults are tuned on the 2-D toys.
+the context's own standardization, to the training data. Every builder also takes
+
+- ``context_dim`` (0: unconditional) and ``embedding``, the hidden sizes of an MLP that maps
+  the (standardized) context before it reaches the conditioners (its last size is what they
+  see);
+- ``preprocess``: one :class:`~flowfit.preprocess.ColumnPlan` (as a dict) per column, for
+  log / logit maps placed after the standardization and for dequantized columns (see
+  :mod:`flowfit.preprocess`).
+
+Defaults are tuned on the 2-D toys.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from typing import Any
 
 from flowfit.flow import Flow
 from flowfit.nets import MLP
+from flowfit.preprocess import ColumnPlan
 from flowfit.transforms import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    ColumnMaps,
     ElementwiseAffine,
     LULinear,
     MaskedAffineAutoregressive,
@@ -33,29 +41,38 @@ from flowfit.transforms import (
 #: Builders by the name used in ``config.json`` and on the command line.
 FLOWS: dict[str, Callable[..., Flow]] = {}
 
+Preprocess = Sequence[dict[str, Any]]
+
 
 def _register(name: str) -> Callable[[Callable[..., Flow]], Callable[..., Flow]]:
     def decorate(builder: Callable[..., Flow]) -> Callable[..., Flow]:
         FLOWS[name] = builder
-        builder.flow_name = name  # type: ignore[attr-defined]
         return builder
 
     return decorate
 
 
-def _flow(
-    name: str, transforms: list[Transform], dim: int, context_dim: int, kwargs: dict[str, Any], standardize: bool = True
-) -> Flow:
-    """Append the data-side standardization, build the context embedding, record the config."""
-    embedding = tuple(kwargs.get("embedding") or ())
+def _flow(name: str, transforms: list[Transform], config: dict[str, Any], standardize: bool = True) -> Flow:
+    """Finish a flow: the data-side standardization and column maps, the context embedding,
+    the dequantization steps, and the config that rebuilds it."""
+    dim, context_dim = config["dim"], config.get("context_dim", 0)
+    plans = [ColumnPlan(**plan) for plan in config.get("preprocess") or ()]
+    if plans and len(plans) != dim:
+        raise ValueError(f"preprocess has {len(plans)} column plans for {dim} columns")
+    if standardize:
+        transforms = [*transforms, Standardize(dim)]
+    if any(plan.kind != "none" for plan in plans):
+        if not standardize:
+            raise ValueError(f"{name} supports dequantization only, not log or logit columns")
+        transforms.append(ColumnMaps([p.kind for p in plans], [p.lower for p in plans], [p.upper for p in plans]))
+    embedding = tuple(config.get("embedding") or ())
     context_embedding = None
     if context_dim and embedding:
-        context_embedding = MLP(
-            context_dim, embedding[-1], embedding[:-1], kwargs.get("activation", "relu"), zero_last=False
-        )
-    config = {"builder": name, "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
-    transforms = [*transforms, Standardize(dim)] if standardize else transforms
-    return Flow(transforms, dim, context_dim, context_embedding, config)
+        context_embedding = MLP(context_dim, embedding[-1], embedding[:-1], config["activation"], zero_last=False)
+    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    kwargs["preprocess"] = [dict(plan) for plan in config.get("preprocess") or ()]
+    steps = [plan.dequantize for plan in plans] if plans else None
+    return Flow(transforms, dim, context_dim, context_embedding, {"builder": name, "kwargs": kwargs}, steps)
 
 
 def _features(context_dim: int, embedding: Sequence[int]) -> int:
@@ -77,29 +94,26 @@ def RealNVP(  # noqa: N802 (a builder named after the model, as users expect)
     embedding: Sequence[int] = (),
     activation: str = "relu",
     scale_bound: float = 3.0,
+    preprocess: Preprocess = (),
 ) -> Flow:
     """RealNVP (Dinh et al. 2017): ``layers`` affine couplings with bounded log-scales,
     alternating which half moves (for ``dim = 2``, the tutorial's flips)."""
     _check_dim("RealNVP", dim, 2)
     features = _features(context_dim, embedding)
-    transforms: list[Transform] = []
-    for i in range(layers):
-        transforms += [AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound)]
-    return _flow(
-        "realnvp",
-        transforms,
-        dim,
-        context_dim,
-        dict(
-            dim=dim,
-            layers=layers,
-            hidden=tuple(hidden),
-            context_dim=context_dim,
-            embedding=tuple(embedding),
-            activation=activation,
-            scale_bound=scale_bound,
-        ),
+    transforms: list[Transform] = [
+        AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound) for i in range(layers)
+    ]
+    config = dict(
+        dim=dim,
+        layers=layers,
+        hidden=tuple(hidden),
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        scale_bound=scale_bound,
+        preprocess=preprocess,
     )
+    return _flow("realnvp", transforms, config)
 
 
 @_register("nice")
@@ -110,29 +124,26 @@ def NICE(  # noqa: N802
     context_dim: int = 0,
     embedding: Sequence[int] = (),
     activation: str = "relu",
+    preprocess: Preprocess = (),
 ) -> Flow:
     """NICE (Dinh et al. 2015): additive (volume-preserving) couplings, then a learnt
     elementwise scaling, the only layer that changes volume."""
     _check_dim("NICE", dim, 2)
     features = _features(context_dim, embedding)
-    transforms: list[Transform] = []
-    for i in range(layers):
-        transforms += [AdditiveCoupling(dim, bool(i % 2), hidden, features, activation)]
+    transforms: list[Transform] = [
+        AdditiveCoupling(dim, bool(i % 2), hidden, features, activation) for i in range(layers)
+    ]
     transforms.append(ElementwiseAffine(dim))
-    return _flow(
-        "nice",
-        transforms,
-        dim,
-        context_dim,
-        dict(
-            dim=dim,
-            layers=layers,
-            hidden=tuple(hidden),
-            context_dim=context_dim,
-            embedding=tuple(embedding),
-            activation=activation,
-        ),
+    config = dict(
+        dim=dim,
+        layers=layers,
+        hidden=tuple(hidden),
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        preprocess=preprocess,
     )
+    return _flow("nice", transforms, config)
 
 
 @_register("nsf")
@@ -146,6 +157,7 @@ def NSF(  # noqa: N802
     context_dim: int = 0,
     embedding: Sequence[int] = (),
     activation: str = "relu",
+    preprocess: Preprocess = (),
 ) -> Flow:
     """Neural spline flow (Durkan et al. 2019): rational-quadratic spline couplings
     (``autoregressive=False``) or masked autoregressive splines (``True``, MAF direction:
@@ -162,56 +174,33 @@ def NSF(  # noqa: N802
             transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
         else:
             transforms.append(SplineCoupling(dim, bool(i % 2), hidden, features, activation, bins, tail_bound))
-    return _flow(
-        "nsf",
-        transforms,
-        dim,
-        context_dim,
-        dict(
-            dim=dim,
-            layers=layers,
-            bins=bins,
-            hidden=tuple(hidden),
-            tail_bound=tail_bound,
-            autoregressive=autoregressive,
-            context_dim=context_dim,
-            embedding=tuple(embedding),
-            activation=activation,
-        ),
+    config = dict(
+        dim=dim,
+        layers=layers,
+        bins=bins,
+        hidden=tuple(hidden),
+        tail_bound=tail_bound,
+        autoregressive=autoregressive,
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        preprocess=preprocess,
     )
+    return _flow("nsf", transforms, config)
 
 
-def _masked_affine(
-    name: str,
-    fast: str,
-    dim: int,
-    layers: int,
-    hidden: Sequence[int],
-    context_dim: int,
-    embedding: Sequence[int],
-    activation: str,
-    scale_bound: float,
-) -> Flow:
-    features = _features(context_dim, embedding)
+def _masked_affine(name: str, fast: str, config: dict[str, Any]) -> Flow:
+    dim = config["dim"]
+    features = _features(config["context_dim"], config["embedding"])
     transforms: list[Transform] = []
-    for i in range(layers):
-        transforms.append(MaskedAffineAutoregressive(dim, hidden, features, activation, fast, scale_bound))
-        transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
-    return _flow(
-        name,
-        transforms,
-        dim,
-        context_dim,
-        dict(
-            dim=dim,
-            layers=layers,
-            hidden=tuple(hidden),
-            context_dim=context_dim,
-            embedding=tuple(embedding),
-            activation=activation,
-            scale_bound=scale_bound,
-        ),
-    )
+    for i in range(config["layers"]):
+        transforms.append(
+            MaskedAffineAutoregressive(
+                dim, config["hidden"], features, config["activation"], fast, config["scale_bound"]
+            )
+        )
+        transforms += [Reverse(dim)] if i < config["layers"] - 1 and dim > 1 else []
+    return _flow(name, transforms, config)
 
 
 @_register("maf")
@@ -223,10 +212,21 @@ def MAF(  # noqa: N802
     embedding: Sequence[int] = (),
     activation: str = "relu",
     scale_bound: float = 3.0,
+    preprocess: Preprocess = (),
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017): affine MADE layers, order
     reversed between layers. ``log_prob`` is one pass per layer; sampling ``dim`` passes."""
-    return _masked_affine("maf", "inverse", dim, layers, hidden, context_dim, embedding, activation, scale_bound)
+    config = dict(
+        dim=dim,
+        layers=layers,
+        hidden=tuple(hidden),
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        scale_bound=scale_bound,
+        preprocess=preprocess,
+    )
+    return _masked_affine("maf", "inverse", config)
 
 
 @_register("iaf")
@@ -238,11 +238,22 @@ def IAF(  # noqa: N802
     embedding: Sequence[int] = (),
     activation: str = "relu",
     scale_bound: float = 3.0,
+    preprocess: Preprocess = (),
 ) -> Flow:
     """Inverse autoregressive flow (Kingma et al. 2016): MAF's layers the other way round.
     Sampling (and ``sample_and_log_prob``) is one pass per layer; ``log_prob`` of given
     data takes ``dim`` passes, so training by maximum likelihood is ``dim`` times slower."""
-    return _masked_affine("iaf", "forward", dim, layers, hidden, context_dim, embedding, activation, scale_bound)
+    config = dict(
+        dim=dim,
+        layers=layers,
+        hidden=tuple(hidden),
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        scale_bound=scale_bound,
+        preprocess=preprocess,
+    )
+    return _masked_affine("iaf", "forward", config)
 
 
 @_register("glow")
@@ -254,6 +265,7 @@ def Glow(  # noqa: N802
     embedding: Sequence[int] = (),
     activation: str = "relu",
     scale_bound: float = 3.0,
+    preprocess: Preprocess = (),
 ) -> Flow:
     """Glow (Kingma & Dhariwal 2018) for vectors: each step is, from the data side, ActNorm
     (initialised from the first batch), an LU-decomposed invertible linear map, and an
@@ -267,21 +279,17 @@ def Glow(  # noqa: N802
             LULinear(dim, seed=i),
             ActNorm(dim),
         ]
-    return _flow(
-        "glow",
-        transforms,
-        dim,
-        context_dim,
-        dict(
-            dim=dim,
-            layers=layers,
-            hidden=tuple(hidden),
-            context_dim=context_dim,
-            embedding=tuple(embedding),
-            activation=activation,
-            scale_bound=scale_bound,
-        ),
+    config = dict(
+        dim=dim,
+        layers=layers,
+        hidden=tuple(hidden),
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        scale_bound=scale_bound,
+        preprocess=preprocess,
     )
+    return _flow("glow", transforms, config)
 
 
 @_register("cnf")
@@ -296,35 +304,31 @@ def CNF(  # noqa: N802
     atol: float = 1e-5,
     trace: str = "auto",
     adjoint: bool = False,
+    preprocess: Preprocess = (),
 ) -> Flow:
     """Continuous normalizing flow (FFJORD): one :class:`~flowfit.continuous.ContinuousFlow`,
     the neural ODE ``dz/dt = f(z, t, c)`` on ``[0, 1]`` with its data standardization. Train
     it by maximum likelihood or by flow matching (``fit(..., objective="fm")``); ``log_prob``
-    is exact either way, and ``flow.trajectory(z0, t=[...])`` gives ``z_t`` at any times."""
+    is exact either way, and ``flow.trajectory(z0, t=[...])`` gives ``z_t`` at any times.
+    Of the preprocessing, only dequantization applies (no log or logit columns)."""
     from flowfit.continuous import ContinuousFlow
 
-    layer = ContinuousFlow(
-        dim, hidden, _features(context_dim, embedding), activation, method, rtol, atol, trace, adjoint
+    features = _features(context_dim, embedding)
+    layer = ContinuousFlow(dim, hidden, features, activation, method, rtol, atol, trace, adjoint)
+    config = dict(
+        dim=dim,
+        hidden=tuple(hidden),
+        context_dim=context_dim,
+        embedding=tuple(embedding),
+        activation=activation,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        trace=trace,
+        adjoint=adjoint,
+        preprocess=preprocess,
     )
-    return _flow(
-        "cnf",
-        [layer],
-        dim,
-        context_dim,
-        dict(
-            dim=dim,
-            hidden=tuple(hidden),
-            context_dim=context_dim,
-            embedding=tuple(embedding),
-            activation=activation,
-            method=method,
-            rtol=rtol,
-            atol=atol,
-            trace=trace,
-            adjoint=adjoint,
-        ),
-        standardize=False,
-    )
+    return _flow("cnf", [layer], config, standardize=False)
 
 
 def build(config: dict[str, Any]) -> Flow:

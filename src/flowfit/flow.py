@@ -34,6 +34,9 @@ class Flow(nn.Module):
         config: how a builder made this flow (``{"builder": name, "kwargs": {...}}``), so
             that :func:`flowfit.load` can rebuild it. Builders set it; a hand-made flow
             has none and cannot be saved.
+        dequantize_steps: per column, the quantization step of data that is dequantized
+            (uniform noise of one step added before the flow sees it, in :func:`flowfit.fit`
+            and :func:`flowfit.train.nll`); 0 for continuous columns.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Flow(nn.Module):
         context_dim: int = 0,
         context_embedding: nn.Module | None = None,
         config: dict[str, Any] | None = None,
+        dequantize_steps: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -54,6 +58,8 @@ class Flow(nn.Module):
         self.register_buffer("context_loc", torch.zeros(context_dim))
         self.register_buffer("context_scale", torch.ones(context_dim))
         self.register_buffer("context_initialized", torch.tensor(False))
+        steps = torch.zeros(dim) if dequantize_steps is None else torch.as_tensor(dequantize_steps, dtype=torch.float32)
+        self.register_buffer("dequantize_steps", steps)
         self.config = config
         #: Free-form facts saved with the model (column names, the data it was fitted to).
         self.metadata: dict[str, Any] = {}
@@ -144,6 +150,20 @@ class Flow(nn.Module):
             self.context_scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
             self.context_initialized.fill_(True)
         self.transform.initialize_from_data(x, self._embed(context, x.shape[0]))
+
+    def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Add ``U[0, step)`` noise to the quantized columns (see ``dequantize_steps``)."""
+        from flowfit.preprocess import dequantize
+
+        return dequantize(self._check(x, "x"), self.dequantize_steps, generator)
+
+    def quantize(self, x: Tensor) -> Tensor:
+        """Undo :meth:`dequantize` on samples: round quantized columns down to their step."""
+        steps = self.dequantize_steps
+        if not bool((steps > 0).any()):
+            return x
+        safe = torch.where(steps > 0, steps, torch.ones_like(steps))
+        return torch.where(steps > 0, torch.floor(x / safe) * safe, x)
 
     @property
     def is_continuous(self) -> bool:

@@ -76,8 +76,15 @@ def check_pairs(data: Tensor | Pairs, flow: Flow, name: str = "data") -> tuple[T
 
 
 @torch.inference_mode()
-def nll(flow: Flow, data: Tensor, context: Tensor | None = None, batch_size: int = 8192) -> tuple[float, float]:
-    """Mean negative log-likelihood of ``data`` (nats per sample) and its standard error."""
+def nll(
+    flow: Flow, data: Tensor, context: Tensor | None = None, batch_size: int = 8192, seed: int = 0
+) -> tuple[float, float]:
+    """Mean negative log-likelihood of ``data`` (nats per sample) and its standard error.
+
+    Quantized columns of a flow that dequantizes are dequantized first, with noise drawn from
+    ``seed`` (so the same data always get the same number).
+    """
+    data = flow.dequantize(data, torch.Generator().manual_seed(seed))
     chunks = data.split(batch_size)
     contexts = context.split(batch_size) if context is not None else [None] * len(chunks)
     values = torch.cat([flow.log_prob(x, c) for x, c in zip(chunks, contexts, strict=True)]).double()
@@ -165,6 +172,8 @@ def fit(
         init = check_pairs(sampler(10_000), flow, "sampled data")
         if val_data is None:
             val_data = sampler(10_000)
+        if flow.dequantize_steps.any():
+            raise InputError("dequantization needs a data tensor, not a sampler")
     else:
         x, context = check_pairs(data, flow)
         if val_data is None:
@@ -174,8 +183,8 @@ def fit(
             val_index, train_index = split(torch.arange(len(x)), (val_fraction, 1 - val_fraction), seed or 0)
             val_data = (x[val_index], None if context is None else context[val_index])
             x, context = x[train_index], None if context is None else context[train_index]
-        init = (x, context)
-        draw = _batches(x.to(device, dtype), None if context is None else context.to(device, dtype))
+        init = (flow.dequantize(x), context)
+        draw = _batches(x.to(device, dtype), None if context is None else context.to(device, dtype), flow)
     val_x, val_context = check_pairs(val_data, flow, "validation data")
     val_x = val_x.to(device, dtype)
     val_context = None if val_context is None else val_context.to(device, dtype)
@@ -250,7 +259,7 @@ def _objective(flow: Flow, objective: str) -> tuple[Callable[..., Tensor], Calla
     def validation(x: Tensor, c: Tensor | None) -> float:
         with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
             torch.manual_seed(0)  # the same noise and times at every evaluation
-            return loss(x, c).item()
+            return loss(flow.dequantize(x), c).item()
 
     return loss, validation
 
@@ -259,20 +268,21 @@ def _copy_state(flow: Flow) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in flow.state_dict().items()}
 
 
-def _batches(x: Tensor, context: Tensor | None) -> Callable[[int], tuple[Tensor, Tensor | None]]:
-    """Sampler over tensors: shuffled passes (epochs) in batches of ``n`` rows."""
+def _batches(x: Tensor, context: Tensor | None, flow: Flow) -> Callable[[int], tuple[Tensor, Tensor | None]]:
+    """Sampler over tensors: shuffled passes (epochs) in batches of ``n`` rows, dequantized
+    afresh each time when the flow dequantizes."""
     order = torch.randperm(len(x))
     position = 0
 
     def draw(n: int) -> tuple[Tensor, Tensor | None]:
         nonlocal order, position
         if n >= len(x):
-            return x, context
+            return flow.dequantize(x), context
         if position + n > len(order):
             order, position = torch.randperm(len(x)), 0
         index = order[position : position + n].to(x.device)
         position += n
-        return x[index], None if context is None else context[index]
+        return flow.dequantize(x[index]), None if context is None else context[index]
 
     return draw
 

@@ -17,7 +17,7 @@ from flowfit.transforms.linear import (
     RandomPermutation,
     Reverse,
 )
-from flowfit.transforms.preprocessing import Logit, Sigmoid, Standardize
+from flowfit.transforms.preprocessing import ColumnMaps, Logit, Sigmoid, Standardize
 
 __all__ = [
     "MADE",
@@ -25,6 +25,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "AffineMap",
+    "ColumnMaps",
     "Compose",
     "Coupling",
     "ElementwiseAffine",

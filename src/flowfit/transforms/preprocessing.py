@@ -88,3 +88,69 @@ class Logit(Transform):
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._sigmoid(x)
+
+
+class ColumnMaps(Transform):
+    """A fixed elementwise map chosen per column, carrying each column's support to R.
+
+    Column ``j`` is one of:
+
+    - ``none``:  ``x = y``;  log|dx/dy| = 0
+    - ``log`` (strictly positive data):  ``x = exp(y)``,  log|dx/dy| = ``y``;
+      inverse ``y = log x``, log|dy/dx| = ``-log x``
+    - ``logit`` (data in ``(a, b)``):  ``x = a + (b - a) sigmoid(y)``,
+      log|dx/dy| = ``log(b - a) + log sigmoid(y) + log sigmoid(-y)``;
+      inverse ``y = logit((x - a) / (b - a))``
+
+    ``forward`` is the base-to-data direction, so this layer sits at the data end of a flow
+    and ``inverse`` maps raw data to R. A point outside a column's support (``x <= 0`` for
+    ``log``, outside ``(a, b)`` for ``logit``) gets log-density ``-inf``.
+    """
+
+    KINDS = ("none", "log", "logit")
+
+    def __init__(self, kinds: list[str], lower: list[float] | None = None, upper: list[float] | None = None) -> None:
+        super().__init__()
+        unknown = sorted(set(kinds) - set(self.KINDS))
+        if unknown:
+            raise ValueError(f"unknown column maps {unknown}; choose from {self.KINDS}")
+        dim = len(kinds)
+        lower_values = torch.tensor(lower if lower is not None else [0.0] * dim, dtype=torch.float32)
+        upper_values = torch.tensor(upper if upper is not None else [1.0] * dim, dtype=torch.float32)
+        is_logit = torch.tensor([k == "logit" for k in kinds])
+        if (is_logit & ~(upper_values > lower_values)).any():
+            raise ValueError("logit columns need lower < upper")
+        self.kinds = list(kinds)
+        self.register_buffer("is_log", torch.tensor([k == "log" for k in kinds]))
+        self.register_buffer("is_logit", is_logit)
+        self.register_buffer("lower", lower_values)
+        self.register_buffer("width", torch.where(is_logit, upper_values - lower_values, torch.ones(dim)))
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        log_x = torch.where(self.is_log, z, torch.zeros_like(z))
+        sigmoid = torch.sigmoid(z)
+        logit_x = self.lower + self.width * sigmoid
+        x = torch.where(self.is_log, torch.exp(log_x), torch.where(self.is_logit, logit_x, z))
+        log_derivative_logit = torch.log(self.width) - F.softplus(-z) - F.softplus(z)
+        log_derivative = torch.where(self.is_log, z, torch.where(self.is_logit, log_derivative_logit, 0.0))
+        return x, log_derivative.sum(dim=1)
+
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        unit = (x - self.lower) / self.width
+        inside = torch.where(self.is_log, x > 0, torch.where(self.is_logit, (unit > 0) & (unit < 1), True))
+        # evaluate every branch on safe values, then pick; outside the support: -inf
+        safe_x = torch.where(inside & self.is_log, x, torch.ones_like(x))
+        safe_unit = torch.where(inside & self.is_logit, unit, torch.full_like(x, 0.5))
+        log_unit, log_one_minus = torch.log(safe_unit), torch.log1p(-safe_unit)
+        y = torch.where(self.is_log, torch.log(safe_x), torch.where(self.is_logit, log_unit - log_one_minus, x))
+        log_derivative = torch.where(
+            self.is_log,
+            -torch.log(safe_x),
+            torch.where(self.is_logit, -torch.log(self.width) - log_unit - log_one_minus, 0.0),
+        )
+        log_abs_det = log_derivative.sum(dim=1)
+        log_abs_det = torch.where(inside.all(dim=1), log_abs_det, torch.full_like(log_abs_det, -torch.inf))
+        return torch.where(inside, y, torch.zeros_like(y)), log_abs_det
+
+    def extra_repr(self) -> str:
+        return f"kinds={self.kinds}"
