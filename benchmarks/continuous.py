@@ -124,9 +124,17 @@ def main() -> None:
         f"Entropy floor on the same test points: {floor:.4f} nats. torch {torch.__version__}, "
         f"{args.threads} threads; dopri5 at rtol = atol = 1e-5; exact trace.",
     ]
-    if all(results.get(k, {}).get("to_target_s") for k in ("mle", "fm")):
-        ratio = results["mle"]["to_target_s"] / results["fm"]["to_target_s"]
-        lines.append(f"Flow matching reached {TARGET} nats {ratio:.1f}x sooner than maximum likelihood.")
+    mle, fm = results.get("mle"), results.get("fm")
+    if mle and fm and fm["to_target_s"]:
+        if mle["to_target_s"]:
+            ratio = mle["to_target_s"] / fm["to_target_s"]
+            lines.append(f"Flow matching reached {TARGET} nats {ratio:.1f}x sooner than maximum likelihood.")
+        else:
+            ratio = mle["train_s"] / fm["to_target_s"]
+            lines.append(
+                f"Maximum likelihood did not reach {TARGET} nats in its {mle['train_s']:.0f} s of training; "
+                f"flow matching reached it after {fm['to_target_s']:.0f} s, at least {ratio:.1f}x sooner."
+            )
     table = "\n".join(lines)
     print(table)
     if args.out:

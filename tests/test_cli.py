@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -316,3 +317,69 @@ def test_continuous_flow_from_the_cli(tmp_path) -> None:
     assert Image.open(gif).n_frames >= 5
     assert_clean_failure(run("train", "--flow", "realnvp", "--objective", "fm", "--out", tmp_path / "x"), "cnf")
     assert_clean_failure(run("train", "--data", "image:/nonexistent.png", "--out", tmp_path / "x"), "readable")
+
+
+def test_interrupted_run_resumes_from_the_cli(tmp_path, monkeypatch) -> None:
+    import signal
+
+    from flowfit import runner as training_runner
+    from flowfit.io import load
+
+    real_fit = training_runner.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(step, _flow):
+            if step == 20:
+                signal.raise_signal(signal.SIGINT)
+
+        return real_fit(*args, **kwargs, callback=stop)
+
+    arguments = [
+        "train",
+        "--layers",
+        "2",
+        "--hidden",
+        "8",
+        "--steps",
+        "40",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--no-plots",
+        "--checkpoint-every",
+        "0",
+    ]
+    assert run(*arguments, "--out", tmp_path / "straight").exit_code == 0
+    monkeypatch.setattr(training_runner, "fit", interrupted_fit)
+    result = run(*arguments, "--out", tmp_path / "run")
+    assert result.exit_code == 130 and "--resume" in result.output
+    assert not (tmp_path / "run").exists() and (tmp_path / "run.partial" / "run.json").exists()
+    monkeypatch.setattr(training_runner, "fit", real_fit)
+    assert_clean_failure(run(*arguments, "--out", tmp_path / "run"), "interrupted run")
+    result = run("train", "--resume", tmp_path / "run", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run.partial").exists()
+    x = torch.randn(50, 2)
+    assert torch.equal(load(tmp_path / "run").log_prob(x), load(tmp_path / "straight").log_prob(x))
+    assert_clean_failure(run("train", "--resume", tmp_path / "nowhere"), "nothing to resume")
+
+
+def test_density_streams_in_chunks_with_the_same_numbers(model_dir, tmp_path) -> None:
+    points = tmp_path / "points.csv"
+    np.savetxt(points, np.random.default_rng(0).normal(size=(1000, 2)), delimiter=",", header="x0,x1", comments="")
+    whole, chunked = tmp_path / "whole.csv", tmp_path / "chunked.csv"
+    assert run("density", "--model", model_dir, "--input", points, "--out", whole).exit_code == 0
+    assert run("density", "--model", model_dir, "--input", points, "--out", chunked, "--chunk-rows", "7").exit_code == 0
+    assert whole.read_text() == chunked.read_text()
+    npy = tmp_path / "points.npy"
+    np.save(npy, np.loadtxt(points, delimiter=",", skiprows=1))
+    from_npy = tmp_path / "npy.csv"
+    assert run("density", "--model", model_dir, "--input", npy, "--out", from_npy, "--chunk-rows", "100").exit_code == 0
+    np.testing.assert_allclose(np.loadtxt(from_npy, skiprows=1), np.loadtxt(whole, skiprows=1), rtol=1e-6)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x0,x1\n" + "1,2\n" * 50 + "1,oops\n")
+    out = tmp_path / "never.csv"
+    assert_clean_failure(
+        run("density", "--model", model_dir, "--input", bad, "--out", out, "--chunk-rows", "10"), "line 52"
+    )
+    assert not out.exists()

@@ -172,3 +172,30 @@ def test_render_text_makes_a_dark_word(tmp_path) -> None:
     path = datasets.render_text("ab", tmp_path / "ab.png", size=20)
     darkness = datasets.image_darkness(path)
     assert 0.05 < darkness.mean().item() < 0.8
+
+
+def test_load_npz_and_parquet(tmp_path) -> None:
+    single = tmp_path / "one.npz"
+    np.savez(single, np.arange(6.0).reshape(3, 2))
+    assert datasets.load_table(single)[0].shape == (3, 2)
+    several = tmp_path / "two.npz"
+    np.savez(several, data=np.ones((4, 3)), other=np.zeros(2))
+    assert datasets.load_table(several)[0].shape == (4, 3)
+    ambiguous = tmp_path / "three.npz"
+    np.savez(ambiguous, a=np.ones((4, 3)), b=np.zeros(2))
+    with pytest.raises(InputError, match="name the one"):
+        datasets.load_table(ambiguous)
+    import pandas as pd
+
+    parquet = tmp_path / "table.parquet"
+    pd.DataFrame({"area": [1.0, 2.0, 3.0], "label": ["a", "b", "c"], "rooms": [1, 2, 3]}).to_parquet(parquet)
+    values, names = datasets.load_table(parquet)
+    assert names == ["area", "rooms"] and values.shape == (3, 2)
+
+
+def test_tables_that_ship_inside_packages() -> None:
+    values, names = datasets.digits()
+    assert values.shape == (1797, 64) and values.max() == 16 and names[0] == "px0"
+    values, names = datasets.saratoga()
+    assert values.shape == (1728, 10) and "price" in names and "livingArea" in names
+    assert torch.isfinite(values).all()

@@ -34,7 +34,8 @@ def build(name: str, dim: int, context_dim: int = 0, **extra) -> flowfit.Flow:
 
 
 def test_every_registered_family_is_tested() -> None:
-    assert set(FLOWS) == {"nsf" if k == "nsf_ar" else k for k in SMALL}
+    # the continuous flow has its own tests (tests/test_continuous.py)
+    assert set(FLOWS) - {"cnf"} == {"nsf" if k == "nsf_ar" else k for k in SMALL}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

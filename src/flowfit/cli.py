@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -40,7 +39,7 @@ def _clean_errors(command: F) -> F:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was written", err=True)
+            typer.echo("interrupted; no output was written", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -85,7 +84,8 @@ def train(
         typer.Option(
             help="A toy data set (moons, circles, eight_gaussians, checkerboard, pinwheel, spirals), "
             "image:PATH (points drawn from a picture's dark pixels), logo (flowfit's own picture), "
-            "or a .csv/.tsv/.npy file whose rows are samples."
+            "saratoga or digits (tables that ship inside packages), or a .csv/.tsv/.npy/.npz/.parquet file "
+            "whose rows are samples."
         ),
     ] = "moons",
     flow: Annotated[
@@ -101,10 +101,11 @@ def train(
     ] = None,
     bins: Annotated[int | None, typer.Option(help="Spline bins (nsf, nsf-ar) [default: 8].")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimisation steps [default: the family's].")] = None,
-    lr: Annotated[
-        float | None, typer.Option(help="Peak learning rate, Adam with cosine decay [default: the family's].")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Samples per step [default: 512].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate of Adam [default: the family's].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step, over all processes [default: 512].")] = None,
+    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine, plateau or constant.")] = "cosine",
+    ema: Annotated[float | None, typer.Option(help="Average the weights with this EMA decay (e.g. 0.999).")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many validations without improvement.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (weights, batches, data split).")] = 0,
     columns: Annotated[
         str | None, typer.Option(help="File columns to model, comma separated [default: all others].")
@@ -119,88 +120,51 @@ def train(
             "or name=spec,name=spec (others auto)."
         ),
     ] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Checkpoint every this many steps (and on Ctrl-C), in OUT.partial/; 0: only on Ctrl-C.")
+    ] = 1000,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/train"),
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the interrupted run of this --out directory, with its own settings."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write the pictures (samples, density, layers, GIF, ...).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a flow by maximum likelihood and write model, metrics and pictures to --out."""
-    from flowfit import pipeline
-    from flowfit.io import atomic_directory
-    from flowfit.preprocess import describe
-    from flowfit.train import fit
+    from flowfit.runner import RunSettings, run_training
 
-    if flow not in pipeline.FLOW_CHOICES:
-        raise InputError(f"--flow {flow!r} is not a flow family; choose from {', '.join(pipeline.FLOW_CHOICES)}")
-    if objective not in ("mle", "fm"):
-        raise InputError(f"--objective must be mle or fm, got {objective!r}")
-    if objective == "fm" and flow != "cnf":
-        raise InputError("--objective fm (flow matching) trains continuous flows: use it with --flow cnf")
-    defaults = pipeline.training_defaults(flow, objective)
-    steps = _positive(steps if steps is not None else defaults["steps"], "--steps")
-    batch_size = _positive(batch_size if batch_size is not None else defaults["batch_size"], "--batch-size")
-    lr = lr if lr is not None else defaults["lr"]
-    if not lr > 0:
-        raise InputError(f"--lr must be positive, got {lr}")
-    options = {
-        "layers": None if layers is None else _positive(layers, "--layers"),
-        "hidden": _int_list(hidden, "--hidden") or defaults.get("hidden"),
-        "bins": None if bins is None else _positive(bins, "--bins"),
-    }
-    if flow == "cnf" and (options.pop("layers") is not None or options.pop("bins") is not None):
-        raise InputError("--layers and --bins do not apply to --flow cnf (one continuous-time layer)")
-    _refuse_overwrite(out, force)
-    dataset = pipeline.resolve_data(data, _names(columns), _names(given), seed=seed, preprocess=preprocess)
-    if dataset.plans:
-        typer.echo(f"preprocessing: {describe(dataset.plans, dataset.columns)}")
-    torch.manual_seed(seed)
-    model = pipeline.build_flow(flow, dataset.dim, len(dataset.given), dataset.plans, **options)
-    model.metadata = {
-        "data": dataset.source,
-        "columns": dataset.columns,
-        "given": dataset.given,
-        "flow": flow,
-        "objective": objective,
-    }
-    what = f"p({', '.join(dataset.columns)} | {', '.join(dataset.given)})" if dataset.given else f"{dataset.dim}-D"
-    typer.echo(
-        f"training {flow} ({sum(p.numel() for p in model.parameters()):,} parameters) "
-        f"on {dataset.source} ({what}) for {steps} steps"
-    )
-    start = time.perf_counter()
-    result = fit(
-        model,
-        dataset.train,
+    if resume is not None:
+        run_training(RunSettings.load(resume), resume=True, progress=progress, echo=typer.echo)
+        return
+    settings = RunSettings(
+        data=data,
+        flow=flow,
+        objective=objective,
+        layers=layers,
+        hidden=_int_list(hidden, "--hidden"),
+        bins=bins,
         steps=steps,
-        batch_size=batch_size,
         lr=lr,
+        batch_size=batch_size,
+        schedule=schedule,
+        ema=ema,
+        patience=patience,
         seed=seed,
-        val_data=dataset.val,
-        progress=progress,
+        columns=_names(columns),
+        given=_names(given),
+        preprocess=preprocess,
+        device=device,
+        dtype=dtype,
+        checkpoint_every=checkpoint_every,
+        out=str(out),
+        force=force,
+        plots=plots,
     )
-    metrics = pipeline.evaluate(model, dataset, result)
-    with atomic_directory(out, force=force) as temporary:
-        written = pipeline.write_run(temporary, model, dataset, result, metrics, plots=plots)
-    metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
-    _print_summary(metrics, [out / p.name for p in written])
-
-
-def _print_summary(metrics: dict[str, Any], written: list[Path]) -> None:
-    line = (
-        f"test NLL {metrics['test_nll']:.4f} ± {metrics['test_nll_stderr']:.4f} nats on {metrics['test_size']:,} points"
-    )
-    typer.echo(line)
-    if "entropy_floor" in metrics:
-        typer.echo(
-            f"entropy floor {metrics['entropy_floor']:.4f} nats (the true density's NLL on the same points); "
-            f"gap {metrics['gap_to_floor']:.4f} nats"
-        )
-    typer.echo(
-        f"train NLL {metrics['train_nll']:.4f}, validation NLL {metrics['val_nll']:.4f}; "
-        f"{metrics['steps']} steps (best at {metrics['best_step']}) in {metrics['seconds']:.1f} s, "
-        f"{metrics['wall_seconds']:.1f} s with evaluation and pictures"
-    )
-    typer.echo("wrote " + ", ".join(str(p) for p in written))
+    run_training(settings, resume=False, progress=progress, echo=typer.echo)
 
 
 def _parse_given(text: str | None, flow: Any) -> torch.Tensor | None:
@@ -259,28 +223,34 @@ def density(
     model: Annotated[Path, typer.Option(help="Run directory of a trained model.")],
     input_path: Annotated[Path, typer.Option("--input", help="CSV/TSV/.npy file of points, one per row.")],
     out: Annotated[Path, typer.Option(help="CSV file to write (one column, log_prob).")] = Path("logp.csv"),
+    chunk_rows: Annotated[int, typer.Option(help="Rows read and scored at a time (memory stays flat).")] = 65536,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Write the exact log-density (nats, in the data's units) of each input row.
 
     A file with a header row may hold more columns than the model's: the model's columns
     (and, for a conditional model, its given columns) are picked by name. Columns the model
-    dequantizes get their uniform noise first (fixed seed), as in training.
+    dequantizes get their uniform noise first (fixed seed), as in training. The file is read,
+    scored and written in chunks, so its length is not limited by memory.
     """
-    from flowfit.datasets import load_table
-    from flowfit.io import load
+    from flowfit.datasets import iter_table
+    from flowfit.io import atomic_path, load
 
+    _positive(chunk_rows, "--chunk-rows")
     _refuse_overwrite(out, force)
     flow = load(model)
-    table, names = load_table(input_path)
-    points, context = _model_inputs(flow, table, names, input_path)
-    points = flow.dequantize(points, torch.Generator().manual_seed(0))  # a no-op unless the model dequantizes
-    with torch.inference_mode():
-        chunks = points.split(65536)
-        contexts = context.split(65536) if context is not None else [None] * len(chunks)
-        log_p = torch.cat([flow.log_prob(x, c) for x, c in zip(chunks, contexts, strict=True)])
-    _write_csv(out, log_p.double().numpy()[:, None], ["log_prob"])
-    typer.echo(f"wrote {len(log_p)} log-densities to {out} (mean {log_p.mean().item():.4f} nats)")
+    noise = torch.Generator().manual_seed(0)
+    count, total = 0, 0.0
+    with atomic_path(out) as temporary, temporary.open("w") as handle, torch.inference_mode():
+        handle.write("log_prob\n")
+        for values, names in iter_table(input_path, chunk_rows):
+            points, context = _model_inputs(flow, torch.as_tensor(values, dtype=torch.float32), names, input_path)
+            log_p = flow.log_prob(flow.dequantize(points, noise), context).double()
+            np.savetxt(handle, log_p.numpy()[:, None], fmt="%.8g")
+            count, total = count + len(log_p), total + log_p.sum().item()
+        if count == 0:  # inside the block: nothing is written
+            raise InputError(f"{input_path}: the file has no data rows")
+    typer.echo(f"wrote {count} log-densities to {out} (mean {total / count:.4f} nats)")
 
 
 def _model_inputs(flow: Any, table: torch.Tensor, names: list[str], path: Path) -> tuple[torch.Tensor, Any]:

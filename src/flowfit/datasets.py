@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -233,80 +234,147 @@ TABLES: dict[str, Callable[[], tuple[Tensor, list[str]]]] = {"saratoga": saratog
 
 # -- files ----------------------------------------------------------------------------------
 def load_table(path: str | Path, columns: Sequence[str] | None = None) -> tuple[Tensor, list[str]]:
-    """Read a numeric table whose rows are samples: ``.csv`` / ``.tsv`` / ``.txt`` or ``.npy``.
+    """Read a numeric table whose rows are samples: ``.csv`` / ``.tsv`` / ``.txt``, ``.npy``,
+    ``.npz`` (its only array, or the one named ``data``) or ``.parquet`` (numeric columns;
+    needs pyarrow, ``pip install 'flowfit[data]'``).
 
     A first row that is not all numbers is taken as the header. Returns the data as a float32
     tensor of shape ``(n, d)`` and the column names (``x0, x1, ...`` without a header).
     Raises :class:`~flowfit.errors.InputError` with one clear sentence for an empty,
     ragged, non-numeric or non-finite file, or a column name it does not have.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix == ".npy":
-        values, names = _read_npy(path)
-    else:
-        values, names = _read_delimited(path)
-    if values.shape[0] == 0:
+    chunks = list(iter_table(path))
+    if not chunks:
         raise InputError(f"{path}: the file has no data rows")
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InputError(
-            f"{path}: row {row + 1}, column {names[col]!r} is {values[row, col]} (NaN and inf are not data)"
-        )
+    names = chunks[0][1]
+    values = np.concatenate([chunk for chunk, _ in chunks])
     if columns is not None:
         missing = [c for c in columns if c not in names]
         if missing:
             raise InputError(f"{path}: no column named {', '.join(map(repr, missing))}; it has {', '.join(names)}")
-        index = [names.index(c) for c in columns]
-        values, names = values[:, index], list(columns)
+        values, names = values[:, [names.index(c) for c in columns]], list(columns)
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), names
 
 
+def iter_table(path: str | Path, chunk_rows: int = 65536) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """Read a table (as :func:`load_table`) in chunks of at most ``chunk_rows`` rows, with
+    flat memory for CSV/TSV and ``.npy`` (memory-mapped) files of any length. Yields
+    ``(values, column names)``, values as a float64 array; the checks are those of
+    :func:`load_table`, with the row or line where a problem is."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix in (".npy", ".npz", ".parquet"):
+        values, names = _read_parquet(path) if path.suffix == ".parquet" else _read_npy(path)
+        chunks = ((start, values[start : start + chunk_rows]) for start in range(0, len(values), chunk_rows))
+    else:
+        names, chunks = _iter_delimited(path, chunk_rows)
+    for start, chunk in chunks:
+        chunk = np.array(chunk, dtype=np.float64)  # a copy: memory-mapped rows are read-only
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InputError(
+                f"{path}: row {start + row + 1}, column {names[col]!r} is {chunk[row, col]} (NaN and inf are not data)"
+            )
+        yield chunk, names
+
+
 def _read_npy(path: Path) -> tuple[np.ndarray, list[str]]:
+    """The array of a ``.npy`` (memory-mapped, read lazily) or ``.npz`` file, as rows."""
     try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(f"{path}: not a readable .npy array ({error})") from None
+        if path.suffix == ".npy":
+            values = np.load(path, allow_pickle=False, mmap_mode="r")
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if len(keys) != 1 and "data" not in keys:
+                    raise InputError(f"{path}: holds arrays {keys}; name the one to use 'data'")
+                values = archive[keys[0] if len(keys) == 1 else "data"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not a readable {path.suffix} array ({error})") from None
     if values.ndim == 1:
         values = values[:, None]
     if values.ndim != 2:
         raise InputError(f"{path}: expected a 2-D array (rows are samples), got shape {values.shape}")
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
         raise InputError(f"{path}: expected numbers, got dtype {values.dtype}")
-    return values.astype(np.float64), [f"x{j}" for j in range(values.shape[1])]
+    return values, [f"x{j}" for j in range(values.shape[1])]
 
 
-def _read_delimited(path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_parquet(path: Path) -> tuple[np.ndarray, list[str]]:
     try:
-        text = path.read_text()
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise InputError("reading Parquet needs pyarrow: pip install 'flowfit[data]'") from None
+    try:
+        table = parquet.read_table(path)
+    except Exception as error:  # pyarrow raises several unrelated types for a bad file
+        raise InputError(f"{path}: not a readable Parquet file ({error})") from None
+    names = [f.name for f in table.schema if f.type.num_fields == 0 and _is_numeric_arrow(f.type)]
+    if not names:
+        raise InputError(f"{path}: no numeric columns")
+    values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names])
+    return values, names
+
+
+def _is_numeric_arrow(kind: object) -> bool:
+    import pyarrow.types as types
+
+    return bool(types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind))
+
+
+def _iter_delimited(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[tuple[int, np.ndarray]]]:
+    """Column names and a generator of ``(first row index, values)`` chunks of a CSV/TSV file."""
+    try:
+        handle = path.open(newline="")
+        numbered = ((number, line) for number, line in enumerate(handle, start=1) if line.strip())
+        first = next(numbered, None)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
+    if first is None:
+        handle.close()
         raise InputError(f"{path}: the file is empty")
-    delimiter = "\t" if path.suffix == ".tsv" or ("\t" in lines[0] and "," not in lines[0]) else ","
-    rows = list(csv.reader(lines, delimiter=delimiter))
-    names: list[str] | None = None
-    if not all(_is_number(cell) for cell in rows[0]):
-        names = [cell.strip() for cell in rows[0]]
-        rows = rows[1:]
-    width = len(names) if names is not None else len(rows[0])
-    values = np.empty((len(rows), width))
-    first_data_line = 2 if names is not None else 1
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise InputError(f"{path}: line {i + first_data_line} has {len(row)} fields, expected {width}")
-        for j, cell in enumerate(row):
+    delimiter = "\t" if path.suffix == ".tsv" or ("\t" in first[1] and "," not in first[1]) else ","
+    cells = next(csv.reader([first[1]], delimiter=delimiter))
+    has_header = not all(_is_number(cell) for cell in cells)
+    names = [c.strip() for c in cells] if has_header else [f"x{j}" for j in range(len(cells))]
+    pending = [] if has_header else [first]
+
+    def chunks() -> Iterator[tuple[int, np.ndarray]]:
+        rows_read = 0
+        block = list(pending)
+        with handle:
             try:
-                values[i, j] = float(cell)
-            except ValueError:
-                label = names[j] if names is not None else f"x{j}"
-                raise InputError(
-                    f"{path}: line {i + first_data_line}, column {label!r}: {cell.strip()!r} is not a number"
-                ) from None
-    return values, names if names is not None else [f"x{j}" for j in range(width)]
+                for item in numbered:
+                    block.append(item)
+                    if len(block) == chunk_rows:
+                        yield rows_read, _parse(path, block, names, delimiter)
+                        rows_read, block = rows_read + len(block), []
+            except UnicodeDecodeError:
+                raise InputError(f"{path}: not a text file") from None
+            if block:
+                yield rows_read, _parse(path, block, names, delimiter)
+
+    return names, chunks()
+
+
+def _parse(path: Path, block: list[tuple[int, str]], names: list[str], delimiter: str) -> np.ndarray:
+    """Parse numbered lines into a float array; on failure, name the first bad line and cell."""
+    rows = list(csv.reader((line for _, line in block), delimiter=delimiter))
+    try:
+        values = np.array(rows, dtype=np.float64)
+        if values.ndim == 2 and values.shape[1] == len(names):
+            return values
+    except ValueError:
+        pass
+    for (number, _), row in zip(block, rows, strict=True):
+        if len(row) != len(names):
+            raise InputError(f"{path}: line {number} has {len(row)} fields, expected {len(names)}")
+        for name, cell in zip(names, row, strict=True):
+            if not _is_number(cell):
+                raise InputError(f"{path}: line {number}, column {name!r}: {cell.strip()!r} is not a number")
+    raise InputError(f"{path}: could not read the lines {block[0][0]}..{block[-1][0]}")
 
 
 def _is_number(cell: str) -> bool:

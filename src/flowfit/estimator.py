@@ -100,7 +100,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             val_fraction=self.val_fraction,
             progress=self.progress,
         )
-        self.flow_: Flow = flow
+        # scored in float64: results then do not depend on how rows are batched (float32
+        # matrix products round differently for different batch sizes)
+        self.flow_: Flow = flow.double()
         self.preprocess_ = [asdict(plan) for plan in plans]
         return self
 

@@ -81,8 +81,21 @@ class Flow(nn.Module):
         return self.transform.inverse(x, self._embed(context, x.shape[0]))
 
     # -- densities and samples ------------------------------------------------------------
+    #: Rows pushed through the network at a time when no gradient is needed: activations of
+    #: a few thousand rows stay in cache, 100,000 rows' would not.
+    inference_chunk = 4096
+
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Exact log-density of each row of ``x`` (nats, in the data's units), shape ``(n,)``."""
+        x = self._check(x, "x")
+        step = self.inference_chunk
+        if not torch.is_grad_enabled() and len(x) > step:
+            context = None if context is None else torch.as_tensor(context)
+            parts = [
+                self.log_prob(x[i : i + step], None if context is None else context[i : i + step])
+                for i in range(0, len(x), step)
+            ]
+            return torch.cat(parts)
         z, log_abs_det = self.inverse(x, context)
         return self.base.log_prob(z) + log_abs_det
 
@@ -102,11 +115,22 @@ class Flow(nn.Module):
         z = self.base.sample(n * (rows or 1))
         if context is not None:
             context = torch.as_tensor(context, device=z.device, dtype=z.dtype).repeat_interleave(n, dim=0)
-        x, log_abs_det = self.transform(z, self._embed(context, z.shape[0]))
+        x, log_abs_det = self._push(z, context)
         log_prob = self.base.log_prob(z) - log_abs_det
         if rows is None:
             return x, log_prob
         return x.view(rows, n, self.dim), log_prob.view(rows, n)
+
+    def _push(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``forward`` on base samples, in cache-sized chunks when no gradient is needed."""
+        step = self.inference_chunk
+        if torch.is_grad_enabled() or len(z) <= step:
+            return self.transform(z, self._embed(context, z.shape[0]))
+        parts = [
+            self._push(z[i : i + step], None if context is None else context[i : i + step])
+            for i in range(0, len(z), step)
+        ]
+        return torch.cat([x for x, _ in parts]), torch.cat([log_abs_det for _, log_abs_det in parts])
 
     def trajectory(
         self, z0_or_n: Tensor | int, context: Tensor | None = None, t: Sequence[float] | Tensor | None = None

@@ -1,17 +1,33 @@
-"""Maximum-likelihood training: minimise the mean negative log-likelihood with Adam."""
+"""Maximum-likelihood training: minimise the mean negative log-likelihood with Adam.
+
+:func:`fit` is the entry point; :class:`Trainer` holds one run's whole state (weights,
+optimizer, schedule, random-number generator, batch order, best and last-good states), so a
+run checkpointed and resumed ends exactly where an uninterrupted one would. It guards
+against divergence (non-finite or wildly spiking loss or gradient: roll back, halve the
+learning rate, try again, and stop with a clear error after ``max_retries``), and runs under
+``torch.distributed`` (DistributedDataParallel) when a process group is initialised.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import statistics
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowfit.errors import InputError, TrainingDivergedError
+from flowfit.errors import CheckpointError, InputError, TrainingDivergedError
 from flowfit.flow import Flow
 
 #: Data for a conditional flow: samples ``x`` and their contexts ``c``, row by row.
@@ -19,6 +35,8 @@ Pairs = tuple[Tensor, Tensor]
 #: A function ``n -> x`` (or ``n -> (x, c)``) that draws ``n`` fresh samples.
 Sampler = Callable[[int], Tensor | Pairs]
 Data = Tensor | Pairs | Sampler
+
+CHECKPOINT_TENSORS, CHECKPOINT_STATE = "trainer.safetensors", "trainer.json"
 
 
 @dataclass
@@ -29,12 +47,16 @@ class FitResult:
     seconds: float
     best_step: int
     best_val_nll: float
-    #: ``(step, mean training NLL since the previous record)``
+    #: ``(step, mean training loss since the previous record)``
     train_curve: list[tuple[int, float]] = field(default_factory=list)
     #: ``(step, validation metric)``: the NLL, or the flow-matching loss for ``objective="fm"``
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     #: what ``train_curve`` and ``val_curve`` hold: ``"nll"`` or ``"fm_loss"``
     metric: str = "nll"
+    #: the step training stopped at (``steps``, or earlier when early stopping triggered)
+    stopped_at: int = 0
+    #: ``(step, reason)`` of each rollback of the divergence guard
+    rollbacks: list[tuple[int, str]] = field(default_factory=list)
 
 
 def check_data(data: Tensor, dim: int | None = None, name: str = "data") -> Tensor:
@@ -102,6 +124,477 @@ def split(data: Tensor, fractions: tuple[float, ...], seed: int = 0) -> list[Ten
     return [data[idx] for idx in order.split(sizes)]
 
 
+@dataclass
+class TrainConfig:
+    """The settings of a run (see :func:`fit` for each)."""
+
+    steps: int
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int | None = None
+    val_fraction: float = 0.1
+    val_every: int | None = None
+    schedule: str = "cosine"
+    warmup: int = 0
+    clip_grad: float | None = 10.0
+    objective: str = "mle"
+    ema: float | None = None
+    patience: int | None = None
+    max_retries: int = 3
+    checkpoint_every: int | None = None
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise InputError(f"steps must be positive, got {self.steps}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"lr must be positive, got {self.lr}")
+        if self.schedule not in ("cosine", "constant", "plateau"):
+            raise InputError(f"unknown schedule {self.schedule!r}; choose cosine, plateau or constant")
+        if self.objective not in ("mle", "fm"):
+            raise InputError(f"unknown objective {self.objective!r}; choose 'mle' or 'fm'")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise InputError(f"ema must be a decay in (0, 1), got {self.ema}")
+
+
+class _Loss(nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, flow: Flow, objective: str) -> None:
+        super().__init__()
+        self.flow = flow
+        self.objective = objective
+
+    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if self.objective == "mle":
+            return -self.flow.log_prob(x, context).mean()
+        from flowfit.continuous import flow_matching_loss
+
+        return flow_matching_loss(self.flow.layers[0], x, self.flow._embed(context, len(x)))
+
+
+class _Batches:
+    """Shuffled passes over training tensors; its state (order, position) is checkpointed.
+
+    Under ``torch.distributed`` every rank walks the same global order and takes its own
+    share of each global batch, so the ranks together see exactly the batches a single
+    process would.
+    """
+
+    def __init__(self, x: Tensor, context: Tensor | None, flow: Flow, rank: int = 0, world: int = 1) -> None:
+        self.x, self.context, self.flow, self.rank, self.world = x, context, flow, rank, world
+        self.order = torch.randperm(len(x))
+        self.position = 0
+
+    def __call__(self, n: int) -> tuple[Tensor, Tensor | None]:
+        if n >= len(self.x):
+            index = torch.arange(len(self.x))
+        else:
+            if self.position + n > len(self.order):
+                self.order, self.position = torch.randperm(len(self.x)), 0
+            index = self.order[self.position : self.position + n]
+            self.position += n
+        index = index.tensor_split(self.world)[self.rank].to(self.x.device)
+        return self.flow.dequantize(self.x[index]), None if self.context is None else self.context[index]
+
+
+class Trainer:
+    """One training run of ``flow`` on ``data`` (see :func:`fit` for the arguments)."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        data: Data,
+        config: TrainConfig,
+        val_data: Tensor | Pairs | None = None,
+        callback: Callable[[int, Flow], None] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        log_path: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        config.check()
+        self.flow, self.config, self.callback, self.progress = flow, config, callback, progress
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        if config.batch_size % self.world:
+            raise InputError(f"batch size {config.batch_size} does not split evenly over {self.world} processes")
+        if config.objective == "fm" and not flow.is_continuous:
+            raise InputError("flow matching (objective='fm') trains continuous flows (CNF) only")
+        if config.seed is not None:
+            torch.manual_seed(config.seed)
+        self.device, self.dtype = flow._anchor.device, flow._anchor.dtype
+        self._prepare_data(data, val_data)
+        self.loss_module: nn.Module = _Loss(flow, config.objective)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.loss_module = DistributedDataParallel(self.loss_module)
+        self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
+        self.scheduler: Any = self._make_scheduler()
+        self.ema = {k: v.detach().clone() for k, v in flow.named_parameters()} if config.ema else None
+        self.step = 0
+        metric = "fm_loss" if config.objective == "fm" else "nll"
+        self.result = FitResult(steps=config.steps, seconds=0.0, best_step=0, best_val_nll=math.inf, metric=metric)
+        self.best_state = self._model_state()
+        self.good = self._snapshot()
+        self.window: deque[float] = deque(maxlen=200)
+        self.running, self.count, self.since_best, self.lr_scale = 0.0, 0, 0, 1.0
+
+    # -- data -----------------------------------------------------------------------------
+    def _prepare_data(self, data: Data, val_data: Tensor | Pairs | None) -> None:
+        flow, config = self.flow, self.config
+        if callable(data):
+            sampler = data
+            init = check_pairs(sampler(10_000), flow, "sampled data")
+            if val_data is None:
+                val_data = sampler(10_000)
+            if flow.dequantize_steps.any():
+                raise InputError("dequantization needs a data tensor, not a sampler")
+            if self.world > 1 and config.seed is not None:
+                torch.manual_seed(config.seed + 1_000_003 * self.rank)  # each rank draws its own samples
+
+            def draw(n: int) -> tuple[Tensor, Tensor | None]:
+                batch = sampler(n // self.world)
+                return batch if isinstance(batch, tuple | list) else (batch, None)  # type: ignore[return-value]
+
+            self.draw: Callable[[int], tuple[Tensor, Tensor | None]] = draw
+            self.batches: _Batches | None = None
+        else:
+            x, context = check_pairs(data, flow)
+            if val_data is None:
+                n_val = round(config.val_fraction * len(x))
+                if n_val < 1 or len(x) - n_val < 2:
+                    raise InputError(f"{len(x)} rows are too few to hold out a validation set")
+                fractions = (config.val_fraction, 1 - config.val_fraction)
+                val_index, train_index = split(torch.arange(len(x)), fractions, config.seed or 0)
+                val_data = (x[val_index], None if context is None else context[val_index])
+                x, context = x[train_index], None if context is None else context[train_index]
+            init = (flow.dequantize(x), context)
+            self.batches = _Batches(self._to(x), self._to(context), flow, self.rank, self.world)
+            self.draw = self.batches
+        val_x, val_context = check_pairs(val_data, flow, "validation data")
+        self.val_x, self.val_context = self._to(val_x), self._to(val_context)
+        flow.initialize(self._to(init[0]), self._to(init[1]))
+
+    def _to(self, tensor: Tensor | None) -> Tensor | None:
+        return None if tensor is None else tensor.to(self.device, self.dtype)
+
+    # -- schedule -------------------------------------------------------------------------
+    def _make_scheduler(self) -> Any:
+        config = self.config
+        if config.schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=3)
+
+        def factor(step: int) -> float:
+            if step < config.warmup:
+                return (step + 1) / config.warmup
+            if config.schedule == "constant":
+                return 1.0
+            progress = (step - config.warmup) / max(1, config.steps - config.warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    # -- states ---------------------------------------------------------------------------
+    def _model_state(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.flow.state_dict().items()}
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The last good state the divergence guard rolls back to."""
+        return {"model": self._model_state(), "optimizer": _clone(self.optimizer.state_dict())}
+
+    def _evaluated_state(self) -> dict[str, Tensor]:
+        """The weights validation scores: the EMA ones when EMA is on."""
+        state = self._model_state()
+        if self.ema is not None:
+            state.update({k: v.clone() for k, v in self.ema.items()})
+        return state
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        """Train to the end (or early stop) and leave the flow at its best validation state."""
+        config, flow = self.config, self.flow
+        val_every = config.val_every or max(1, config.steps // 40)
+        start = time.perf_counter() - self.result.seconds
+        show = self.progress and self.rank == 0
+        bar = tqdm(total=config.steps, initial=self.step, desc="train", disable=not show, mininterval=0.5, leave=False)
+        flow.train()
+        interrupted = _Interrupt()
+        try:
+            with interrupted:
+                while self.step < config.steps:
+                    self.step += 1
+                    if self._train_step():
+                        bar.update(1)
+                        if self.step % val_every == 0 or self.step == config.steps:
+                            if self._validate():
+                                break
+                            bar.set_postfix(
+                                nll=f"{self.result.train_curve[-1][1]:.3f}", val=f"{self.result.val_curve[-1][1]:.3f}"
+                            )
+                        if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                            self.save_checkpoint()
+                    if interrupted.requested:  # Ctrl-C: stop at this step boundary, checkpointed
+                        self.result.seconds = time.perf_counter() - start
+                        self.save_checkpoint()
+                        raise KeyboardInterrupt(f"interrupted at step {self.step}")
+        finally:
+            bar.close()
+        self.result.seconds = time.perf_counter() - start
+        self.result.stopped_at = self.step
+        flow.load_state_dict(self.best_state)
+        flow.eval()
+        return self.result
+
+    def _train_step(self) -> bool:
+        """One optimisation step; False when the guard rolled back instead."""
+        config = self.config
+        x, context = self.draw(config.batch_size)
+        loss = self.loss_module(self._to(x), self._to(context))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), config.clip_grad or math.inf).item()
+        value = loss.item()
+        if self.distributed:  # decide on the global batch's loss, the same on every rank
+            total = torch.tensor([value], dtype=torch.float64, device=self.device)
+            dist.all_reduce(total)
+            value = total.item() / self.world
+        problem = self._problem(value, grad_norm)
+        if problem:
+            self._roll_back(problem)
+            return False
+        self.optimizer.step()
+        if config.schedule != "plateau":
+            self.scheduler.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for name, parameter in self.flow.named_parameters():
+                    self.ema[name].lerp_(parameter.detach(), 1 - config.ema)
+        self.window.append(value)
+        self.running, self.count = self.running + value, self.count + 1
+        return True
+
+    def _problem(self, value: float, grad_norm: float) -> str:
+        """Why this step must not be taken ('' when it may): a non-finite loss or gradient, or
+        a spike far above the recent losses (a finite blow-up a NaN check would miss)."""
+        if not math.isfinite(value) or not math.isfinite(grad_norm):
+            return f"loss {value}, gradient norm {grad_norm}"
+        if len(self.window) >= 50:
+            median = statistics.median(self.window)
+            spread = statistics.median(abs(v - median) for v in self.window)
+            if value > median + max(10 * spread, 5.0):
+                return f"loss spiked to {value:.4g} (recent median {median:.4g})"
+        return ""
+
+    def _roll_back(self, problem: str) -> None:
+        self.result.rollbacks.append((self.step, problem))
+        if len(self.result.rollbacks) > self.config.max_retries:
+            self.flow.load_state_dict(self.good["model"])
+            raise TrainingDivergedError(
+                f"training diverged at step {self.step}: {problem}; rolled back and halved the learning rate "
+                f"{self.config.max_retries} times already. The flow holds its last good state. "
+                "Try a lower learning rate or a smaller scale bound."
+            )
+        self.flow.load_state_dict(self.good["model"])
+        self.optimizer.load_state_dict(_clone(self.good["optimizer"]))
+        self.lr_scale *= 0.5
+        for group in self.optimizer.param_groups:
+            group["lr"] *= 0.5
+        if hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [lr * 0.5 for lr in self.scheduler.base_lrs]
+        if self.ema is not None:
+            self.ema = {k: v.detach().clone() for k, v in self.flow.named_parameters()}
+        self.window.clear()
+
+    def _validate(self) -> bool:
+        """Record the validation metric, keep the best state; True to stop early."""
+        flow, config = self.flow, self.config
+        trained = self._model_state() if self.ema is not None else None
+        if trained is not None:
+            flow.load_state_dict(self._evaluated_state())
+        flow.eval()
+        value = self._val_metric()
+        if self.callback is not None:
+            self.callback(self.step, flow)
+        if trained is not None:
+            flow.load_state_dict(trained)
+        if math.isfinite(value):
+            self.good = self._snapshot()
+        flow.train()
+        self.result.train_curve.append((self.step, self.running / max(self.count, 1)))
+        self.result.val_curve.append((self.step, value))
+        self.running, self.count = 0.0, 0
+        if config.schedule == "plateau":
+            self.scheduler.step(value)
+        if value < self.result.best_val_nll:
+            self.result.best_val_nll, self.result.best_step = value, self.step
+            self.best_state = self._evaluated_state()
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        self._log()
+        return config.patience is not None and self.since_best >= config.patience
+
+    def _val_metric(self) -> float:
+        if self.config.objective == "mle":
+            return nll(self.flow, self.val_x, self.val_context)[0]
+        loss = _Loss(self.flow, "fm")
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(0)  # the same noise and times at every evaluation
+            return loss(self.flow.dequantize(self.val_x), self.val_context).item()
+
+    def _log(self) -> None:
+        if self.log_path is None or self.rank != 0:
+            return
+        step, train = self.result.train_curve[-1]
+        line = f"{step},{train:.6f},{self.result.val_curve[-1][1]:.6f},{self.optimizer.param_groups[0]['lr']:.6g}\n"
+        new = not self.log_path.exists()
+        with self.log_path.open("a") as handle:
+            handle.write(("step,train_loss,val_metric,lr\n" if new else "") + line)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything needed to continue exactly: tensors and JSON-able values."""
+        tensors = {f"model.{k}": v for k, v in self._model_state().items()}
+        tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
+        tensors.update({f"good.{k}": v for k, v in self.good["model"].items()})
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v.clone() for k, v in self.ema.items()})
+        optimizer_tensors, optimizer_rest = _split_state(self.optimizer.state_dict(), "optimizer")
+        good_tensors, good_rest = _split_state(self.good["optimizer"], "good_optimizer")
+        tensors.update(optimizer_tensors | good_tensors)
+        tensors["rng"] = torch.get_rng_state()
+        tensors["val_x"] = self.val_x
+        if self.val_context is not None:
+            tensors["val_context"] = self.val_context
+        if self.batches is not None:
+            tensors["batch_order"] = self.batches.order
+        state = {
+            "step": self.step,
+            "config": asdict(self.config),
+            "result": asdict(self.result),
+            "optimizer": optimizer_rest,
+            "good_optimizer": good_rest,
+            "scheduler": self.scheduler.state_dict(),
+            "window": list(self.window),
+            "running": self.running,
+            "count": self.count,
+            "since_best": self.since_best,
+            "lr_scale": self.lr_scale,
+            "batch_position": None if self.batches is None else self.batches.position,
+        }
+        return tensors, state
+
+    def save_checkpoint(self) -> None:
+        """Write the run's state to ``checkpoint_dir`` atomically (rank 0 only); refuses
+        non-finite weights."""
+        if self.checkpoint_dir is None or self.rank != 0:
+            return
+        from safetensors.torch import save_file
+
+        from flowfit.io import atomic_path, write_json
+
+        tensors, state = self.state_dict()
+        broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if broken:
+            raise CheckpointError(f"refusing to write a checkpoint with non-finite values in {', '.join(broken[:3])}")
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.checkpoint_dir / CHECKPOINT_TENSORS) as temporary:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(temporary))
+        write_json(self.checkpoint_dir / CHECKPOINT_STATE, state)
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`save_checkpoint`."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        try:
+            tensors = load_file(str(directory / CHECKPOINT_TENSORS))
+            state = json.loads((directory / CHECKPOINT_STATE).read_text())
+        except (OSError, SafetensorError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"cannot read the checkpoint in {directory} ({error})") from None
+
+        def part(prefix: str) -> dict[str, Tensor]:
+            return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+        self.flow.load_state_dict(part("model"))
+        self.best_state = {k: v.to(self.device) for k, v in part("best").items()}
+        self.optimizer.load_state_dict(_join_state(part("optimizer"), state["optimizer"]))
+        self.good = {"model": part("good"), "optimizer": _join_state(part("good_optimizer"), state["good_optimizer"])}
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema = {k: v.to(self.device) for k, v in part("ema").items()}
+        torch.set_rng_state(tensors["rng"])
+        self.val_x = self._to(tensors["val_x"])
+        self.val_context = self._to(tensors.get("val_context"))
+        if self.batches is not None:
+            self.batches.order, self.batches.position = tensors["batch_order"], state["batch_position"]
+        result = state["result"]
+        result["train_curve"] = [tuple(p) for p in result["train_curve"]]
+        result["val_curve"] = [tuple(p) for p in result["val_curve"]]
+        result["rollbacks"] = [tuple(p) for p in result["rollbacks"]]
+        self.result = FitResult(**result)
+        self.step, self.window = state["step"], deque(state["window"], maxlen=200)
+        self.running, self.count, self.since_best = state["running"], state["count"], state["since_best"]
+        self.lr_scale = state["lr_scale"]
+
+
+class _Interrupt:
+    """While active, the first Ctrl-C only sets ``requested`` (the loop then checkpoints at
+    the end of the step and stops); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            signal.default_int_handler(signum, frame)
+        self.requested = True
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _clone(value: Any) -> Any:
+    """A deep copy of a (nested) state dict's tensors."""
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
+
+
+def _split_state(state: dict[str, Any], prefix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """An optimizer state dict as flat tensors (``prefix.param.name``) and the JSON rest."""
+    tensors, rest = {}, {"param_groups": state["param_groups"], "state": {}}
+    for index, values in state["state"].items():
+        rest["state"][str(index)] = []
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}.{index}.{name}"] = value
+                rest["state"][str(index)].append(name)
+    return tensors, rest
+
+
+def _join_state(tensors: dict[str, Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state = {int(index): {name: tensors[f"{index}.{name}"] for name in names} for index, names in rest["state"].items()}
+    return {"param_groups": rest["param_groups"], "state": state}
+
+
 def fit(
     flow: Flow,
     data: Data,
@@ -117,6 +610,13 @@ def fit(
     warmup: int = 0,
     clip_grad: float | None = 10.0,
     objective: str = "mle",
+    ema: float | None = None,
+    patience: int | None = None,
+    max_retries: int = 3,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    log_path: str | Path | None = None,
     callback: Callable[[int, Flow], None] | None = None,
     progress: bool = True,
 ) -> FitResult:
@@ -128,7 +628,7 @@ def fit(
             pair ``(x, context)``; or a callable ``n -> x`` (or ``n -> (x, context)``) that
             draws ``n`` fresh samples, called once per step (as in the tutorial).
         steps: number of optimisation steps.
-        batch_size: samples per step.
+        batch_size: samples per step (the global batch, under torch.distributed).
         lr: peak learning rate of Adam.
         seed: seeds torch's global generator first, so data draws and batches are
             reproducible (seed it yourself before building the flow for its initial weights).
@@ -137,166 +637,56 @@ def fit(
             draws from a sampler.
         val_every: evaluate the validation NLL every this many steps (default: 40 times in
             a run).
-        schedule: ``"cosine"`` (decay to 0 over the run) or ``"constant"``.
-        warmup: steps of linear learning-rate warm-up.
+        schedule: ``"cosine"`` (decay to 0 over the run), ``"plateau"`` (halve when the
+            validation metric stalls for 3 evaluations) or ``"constant"``.
+        warmup: steps of linear learning-rate warm-up (cosine and constant schedules).
         clip_grad: clip the gradient norm to this value (``None``: no clipping).
         objective: ``"mle"`` (maximum likelihood) or, for a continuous flow, ``"fm"`` (flow
             matching: no ODE solve per step; model selection then uses the validation
             flow-matching loss with fixed noise).
+        ema: keep an exponential moving average of the weights with this decay (e.g.
+            0.999); validation, the best state and the result use the averaged weights.
+        patience: stop early after this many validations without improvement.
+        max_retries: how many times the divergence guard may roll back (to the last good
+            state, with half the learning rate) before giving up with
+            :class:`~flowfit.errors.TrainingDivergedError`.
+        checkpoint_dir: where checkpoints go (written atomically, never with NaN weights):
+            every ``checkpoint_every`` steps and on Ctrl-C.
+        resume: continue from the checkpoint in ``checkpoint_dir`` (same data and
+            arguments): the run then ends with the weights an uninterrupted run would have.
+        log_path: append ``step,train_loss,val_metric,lr`` lines to this CSV file.
         callback: called as ``callback(step, flow)`` after every validation (the flow in
-            eval mode), e.g. to log or to measure more.
+            eval mode, holding the evaluated weights), e.g. to log or to measure more.
         progress: show a progress bar with the running NLL.
 
-    The validation NLL is recorded every ``val_every`` steps and at the end; the flow ends
-    holding a copy of the parameters that scored best. Data-dependent layers
-    (standardization, ActNorm) are initialised from the training data before the first step.
+    Data-dependent layers (standardization, ActNorm) are initialised from the training data
+    before the first step. Under ``torch.distributed`` (a process group initialised, e.g.
+    by ``torchrun``) the loss is wrapped in DistributedDataParallel, every rank takes its
+    share of each global batch (file data) or draws its own samples (samplers), and only
+    rank 0 writes checkpoints and logs.
 
     Raises:
-        TrainingDivergedError: naming the step, if the loss or gradient is not finite.
+        TrainingDivergedError: naming the step, when the guard's retries are used up.
     """
-    if steps < 1:
-        raise InputError(f"steps must be positive, got {steps}")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be positive, got {batch_size}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    device, dtype = flow._anchor.device, flow._anchor.dtype
-
-    if callable(data):
-        sampler = data
-
-        def draw(n: int) -> tuple[Tensor, Tensor | None]:
-            batch = sampler(n)
-            return batch if isinstance(batch, tuple | list) else (batch, None)  # type: ignore[return-value]
-
-        init = check_pairs(sampler(10_000), flow, "sampled data")
-        if val_data is None:
-            val_data = sampler(10_000)
-        if flow.dequantize_steps.any():
-            raise InputError("dequantization needs a data tensor, not a sampler")
-    else:
-        x, context = check_pairs(data, flow)
-        if val_data is None:
-            n_val = round(val_fraction * len(x))
-            if n_val < 1 or len(x) - n_val < 2:
-                raise InputError(f"{len(x)} rows are too few to hold out a validation set")
-            val_index, train_index = split(torch.arange(len(x)), (val_fraction, 1 - val_fraction), seed or 0)
-            val_data = (x[val_index], None if context is None else context[val_index])
-            x, context = x[train_index], None if context is None else context[train_index]
-        init = (flow.dequantize(x), context)
-        draw = _batches(x.to(device, dtype), None if context is None else context.to(device, dtype), flow)
-    val_x, val_context = check_pairs(val_data, flow, "validation data")
-    val_x = val_x.to(device, dtype)
-    val_context = None if val_context is None else val_context.to(device, dtype)
-    flow.initialize(init[0].to(device, dtype), None if init[1] is None else init[1].to(device, dtype))
-
-    loss_of, val_metric = _objective(flow, objective)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(schedule, steps, warmup))
-    val_every = val_every or max(1, steps // 40)
-
-    result = FitResult(
-        steps=steps, seconds=0.0, best_step=0, best_val_nll=math.inf, metric="fm_loss" if objective == "fm" else "nll"
+    config = TrainConfig(
+        steps,
+        batch_size,
+        lr,
+        seed,
+        val_fraction,
+        val_every,
+        schedule,
+        warmup,
+        clip_grad,
+        objective,
+        ema,
+        patience,
+        max_retries,
+        checkpoint_every,
     )
-    best_state = _copy_state(flow)
-    running, count = 0.0, 0
-    start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), desc="train", disable=not progress, mininterval=0.5, leave=False)
-    flow.train()
-    for step in bar:
-        x, context = draw(batch_size)
-        context = None if context is None else context.to(device, dtype)
-        loss = loss_of(x.to(device, dtype), context)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), clip_grad or math.inf)
-        loss_value = loss.item()
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
-            flow.load_state_dict(best_state)
-            raise TrainingDivergedError(
-                f"training diverged at step {step}: loss {loss_value}, gradient norm {grad_norm.item()}; "
-                f"the flow was reset to its best state (step {result.best_step}). Try a lower learning rate."
-            )
-        optimizer.step()
-        scheduler.step()
-        running, count = running + loss_value, count + 1
-        if step % val_every == 0 or step == steps:
-            flow.eval()
-            val_nll = val_metric(val_x, val_context)
-            if callback is not None:
-                callback(step, flow)
-            flow.train()
-            result.train_curve.append((step, running / count))
-            result.val_curve.append((step, val_nll))
-            running, count = 0.0, 0
-            if val_nll < result.best_val_nll:
-                result.best_val_nll, result.best_step = val_nll, step
-                best_state = _copy_state(flow)
-            bar.set_postfix(nll=f"{result.train_curve[-1][1]:.3f}", val=f"{val_nll:.3f}")
-    bar.close()
-    flow.load_state_dict(best_state)
-    flow.eval()
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _objective(flow: Flow, objective: str) -> tuple[Callable[..., Tensor], Callable[..., float]]:
-    """The training loss ``(x, c) -> Tensor`` and the validation metric ``(x, c) -> float``."""
-    if objective == "mle":
-        return (lambda x, c: -flow.log_prob(x, c).mean()), (lambda x, c: nll(flow, x, c)[0])
-    if objective != "fm":
-        raise InputError(f"unknown objective {objective!r}; choose 'mle' or 'fm'")
-    if not flow.is_continuous:
-        raise InputError("flow matching (objective='fm') trains continuous flows (CNF) only")
-    from flowfit.continuous import flow_matching_loss
-
-    layer = flow.layers[0]
-
-    def loss(x: Tensor, c: Tensor | None) -> Tensor:
-        return flow_matching_loss(layer, x, flow._embed(c, len(x)))
-
-    @torch.no_grad()
-    def validation(x: Tensor, c: Tensor | None) -> float:
-        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-            torch.manual_seed(0)  # the same noise and times at every evaluation
-            return loss(flow.dequantize(x), c).item()
-
-    return loss, validation
-
-
-def _copy_state(flow: Flow) -> dict[str, Tensor]:
-    return {name: value.detach().clone() for name, value in flow.state_dict().items()}
-
-
-def _batches(x: Tensor, context: Tensor | None, flow: Flow) -> Callable[[int], tuple[Tensor, Tensor | None]]:
-    """Sampler over tensors: shuffled passes (epochs) in batches of ``n`` rows, dequantized
-    afresh each time when the flow dequantizes."""
-    order = torch.randperm(len(x))
-    position = 0
-
-    def draw(n: int) -> tuple[Tensor, Tensor | None]:
-        nonlocal order, position
-        if n >= len(x):
-            return flow.dequantize(x), context
-        if position + n > len(order):
-            order, position = torch.randperm(len(x)), 0
-        index = order[position : position + n].to(x.device)
-        position += n
-        return flow.dequantize(x[index]), None if context is None else context[index]
-
-    return draw
-
-
-def _lr_factor(schedule: str, steps: int, warmup: int) -> Callable[[int], float]:
-    if schedule not in ("cosine", "constant"):
-        raise InputError(f"unknown schedule {schedule!r}; choose 'cosine' or 'constant'")
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
+    trainer = Trainer(flow, data, config, val_data, callback, checkpoint_dir, log_path, progress)
+    if resume:
+        if checkpoint_dir is None or not (Path(checkpoint_dir) / CHECKPOINT_STATE).exists():
+            raise CheckpointError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
+        trainer.load_checkpoint(checkpoint_dir)
+    return trainer.run()
