@@ -39,8 +39,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             dequantizes quantized columns and log-transforms skewed positive ones.
         layers, hidden, bins: architecture; ``None`` keeps the family's default.
         steps, batch_size, lr: training; ``None`` keeps ``flowfit train``'s default for the
-            family.
+            family (the batch is capped at an eighth of the rows, for small tables).
         val_fraction: share of the rows held out to pick the best parameters.
+        patience: stop after this many validations (40 in a full run) without improvement.
         random_state: seed for weights, batches and the validation split.
         progress: show a progress bar while fitting.
 
@@ -61,6 +62,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         batch_size: int | None = None,
         lr: float | None = None,
         val_fraction: float = 0.1,
+        patience: int | None = 10,
         random_state: int | None = None,
         progress: bool = False,
     ) -> None:
@@ -73,6 +75,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.val_fraction = val_fraction
+        self.patience = patience
         self.random_state = random_state
         self.progress = progress
 
@@ -94,10 +97,11 @@ class FlowDensity(DensityMixin, BaseEstimator):
             flow,
             data,
             steps=self.steps or defaults["steps"],
-            batch_size=self.batch_size or defaults["batch_size"],
+            batch_size=self.batch_size or min(defaults["batch_size"], max(32, len(data) // 8)),
             lr=self.lr or defaults["lr"],
             seed=seed,
             val_fraction=self.val_fraction,
+            patience=self.patience,
             progress=self.progress,
         )
         # scored in float64: results then do not depend on how rows are batched (float32

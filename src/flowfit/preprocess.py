@@ -11,8 +11,8 @@ A column's preprocessing is a short spec:
   reports is this dequantized one (a lower bound on the log-probability of the discrete
   values, in nats per the column's raw unit).
 
-``auto`` chooses per column: quantized columns (every value a multiple of a step, few distinct
-values per row) are dequantized; strictly positive, right-skewed columns get ``log``
+``auto`` chooses per column: quantized columns (integer-valued, or every value a multiple of
+a step with few distinct values) are dequantized; strictly positive, right-skewed columns get ``log``
 (``dequantize+log`` when quantized and non-negative); everything else ``none``.
 """
 
@@ -68,18 +68,22 @@ def parse_spec(spec: str, step: float = 1.0) -> ColumnPlan:
 
 
 def quantization_step(values: Tensor) -> float:
-    """The step ``s`` if every value is a multiple of it and the column has few distinct values
-    (at most half as many as rows, and at most 10,000); 0 for a continuous column."""
+    """The quantization step of a column: 1 for integer-valued data; otherwise the smallest gap
+    between distinct values when every value is a multiple of it and the column has few
+    distinct values (at most half as many as rows); 0 for a continuous column."""
     values = values.double()
+
+    def multiples_of(step: float) -> bool:
+        multiples = values / step
+        return bool((multiples - multiples.round()).abs().max().item() < 1e-6)
+
+    if multiples_of(1.0):
+        return 1.0
     unique = torch.unique(values)
-    if len(unique) < 2 or len(unique) > min(10_000, len(values) // 2):
+    if len(unique) < 2 or len(unique) > len(values) // 2:
         return 0.0
     step = torch.diff(unique).min().item()
-    for candidate in (1.0, step):  # prefer whole numbers when they fit
-        multiples = values / candidate
-        if candidate > 0 and (multiples - multiples.round()).abs().max().item() < 1e-6:
-            return candidate
-    return 0.0
+    return step if multiples_of(step) else 0.0
 
 
 def _skewness(values: Tensor) -> float:
