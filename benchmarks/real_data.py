@@ -46,10 +46,13 @@ def load(name: str) -> tuple[np.ndarray, list[str]]:
     return table.numpy().astype(np.float64), names
 
 
-def prepare(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Dequantize quantized columns (fixed noise), shuffle with seed 0, split 80/20."""
+def prepare(values: np.ndarray, integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Dequantize quantized columns (fixed noise; every column by 1 when ``integers``, as for
+    pixel values, blank border pixels included), shuffle with seed 0, split 80/20."""
     tensor = torch.as_tensor(values)
-    steps = torch.tensor([quantization_step(tensor[:, j]) for j in range(values.shape[1])], dtype=torch.float64)
+    steps = torch.tensor(
+        [1.0 if integers else quantization_step(tensor[:, j]) for j in range(values.shape[1])], dtype=torch.float64
+    )
     continuous = dequantize(tensor, steps, torch.Generator().manual_seed(0)).numpy()
     order = np.random.default_rng(0).permutation(len(continuous))
     cut = int(0.8 * len(continuous))
@@ -103,7 +106,7 @@ def main() -> None:
     ]
     for name in names:
         values, _ = load(name)
-        train, test = prepare(values)
+        train, test = prepare(values, integers=name.startswith("digits"))
         start = time.perf_counter()
         flow_ll = flowfit_default(train, test)
         seconds = time.perf_counter() - start

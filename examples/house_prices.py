@@ -34,8 +34,9 @@ with torch.inference_mode():
     for at in (1000, 1500, 2000, 2500, 3000, 3500):
         density = flow.log_prob(prices, torch.full((len(prices), 1), float(at))).exp().numpy()
         width = 400 * density / density.max()  # draw each conditional as a sideways curve at its area
-        ax.fill_betweenx(prices[:, 0].numpy() / 1000, at, at + width, alpha=0.5)
-        ax.plot(at + width, prices[:, 0].numpy() / 1000, lw=1)
+        shown = width > 2  # leave out the flat tails
+        ax.fill_betweenx(prices[shown, 0].numpy() / 1000, at, at + width[shown], alpha=0.5)
+        ax.plot(at + width[shown], prices[shown, 0].numpy() / 1000, lw=1)
 ax.set_xlabel("living area (square feet)")
 ax.set_ylabel("price (thousand US dollars)")
 ax.set_title("p(price | living area) from a conditional flow")

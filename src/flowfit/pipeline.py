@@ -140,14 +140,16 @@ def resolve_data(
     if len(table) < 10:
         raise InputError(f"{path}: {len(table)} rows are too few to split into training, validation and test sets")
     values = table[:, [names.index(c) for c in columns]]
-    constant = [c for c, std in zip(columns, values.double().std(dim=0).tolist(), strict=True) if std == 0]
-    if constant:
-        raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
     context = table[:, [names.index(c) for c in given]] if given else None
     order = split(torch.arange(len(table)), (0.8, 0.1, 0.1), seed=seed)
     train, val, test = ((values[i], None if context is None else context[i]) for i in order)
     reference = (train[0][:10_000], None if context is None else train[1][:10_000])
     plans = make_plan(train[0], columns, preprocess)
+    # a constant column has no density, unless it is dequantized (then it is uniform noise)
+    spread = train[0].double().std(dim=0).tolist()
+    constant = [c for c, std, plan in zip(columns, spread, plans, strict=True) if std == 0 and not plan.dequantize]
+    if constant:
+        raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
     return Data(str(path), columns, list(given), train, val, test, reference, plans)
 
 

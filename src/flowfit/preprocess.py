@@ -70,8 +70,12 @@ def parse_spec(spec: str, step: float = 1.0) -> ColumnPlan:
 def quantization_step(values: Tensor) -> float:
     """The quantization step of a column: 1 for integer-valued data; otherwise the smallest gap
     between distinct values when every value is a multiple of it and the column has few
-    distinct values (at most half as many as rows); 0 for a continuous column."""
+    distinct values (at most half as many as rows); 0 for a continuous column, and for a
+    constant one (which ``auto`` leaves alone, so that it is reported as an error unless
+    dequantization is asked for explicitly)."""
     values = values.double()
+    if len(values) < 2 or bool((values == values[0]).all()):
+        return 0.0
 
     def multiples_of(step: float) -> bool:
         multiples = values / step

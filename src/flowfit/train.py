@@ -3,8 +3,10 @@
 :func:`fit` is the entry point; :class:`Trainer` holds one run's whole state (weights,
 optimizer, schedule, random-number generator, batch order, best and last-good states), so a
 run checkpointed and resumed ends exactly where an uninterrupted one would. It guards
-against divergence (non-finite or wildly spiking loss or gradient: roll back, halve the
-learning rate, try again, and stop with a clear error after ``max_retries``), and runs under
+against divergence: a batch whose loss spikes far above the recent ones is not applied; a
+non-finite loss or gradient, or spikes that keep coming, roll the flow back to its last good
+state with half the learning rate, and after ``max_retries`` rollbacks training stops with a
+clear error naming the step. It runs under
 ``torch.distributed`` (DistributedDataParallel) when a process group is initialised.
 """
 
@@ -37,6 +39,8 @@ Sampler = Callable[[int], Tensor | Pairs]
 Data = Tensor | Pairs | Sampler
 
 CHECKPOINT_TENSORS, CHECKPOINT_STATE = "trainer.safetensors", "trainer.json"
+#: consecutive spiking steps after which the divergence guard rolls back
+SPIKES_BEFORE_ROLLBACK = 10
 
 
 @dataclass
@@ -57,6 +61,8 @@ class FitResult:
     stopped_at: int = 0
     #: ``(step, reason)`` of each rollback of the divergence guard
     rollbacks: list[tuple[int, str]] = field(default_factory=list)
+    #: steps whose update the guard skipped (a finite loss spike in one batch)
+    skipped: list[int] = field(default_factory=list)
 
 
 def check_data(data: Tensor, dim: int | None = None, name: str = "data") -> Tensor:
@@ -243,6 +249,7 @@ class Trainer:
         self.good = self._snapshot()
         self.window: deque[float] = deque(maxlen=200)
         self.running, self.count, self.since_best, self.lr_scale = 0.0, 0, 0, 1.0
+        self.spikes_in_a_row = 0
 
     # -- data -----------------------------------------------------------------------------
     def _prepare_data(self, data: Data, val_data: Tensor | Pairs | None) -> None:
@@ -365,8 +372,19 @@ class Trainer:
             value = total.item() / self.world
         problem = self._problem(value, grad_norm)
         if problem:
-            self._roll_back(problem)
+            # one spiking batch: skip its update; non-finite numbers, or spikes that keep
+            # coming (the weights are wrecked): roll back
+            self.result.skipped.append(self.step)
+            self.spikes_in_a_row += 1
+            if (
+                not math.isfinite(value)
+                or not math.isfinite(grad_norm)
+                or self.spikes_in_a_row >= SPIKES_BEFORE_ROLLBACK
+            ):
+                self._roll_back(problem)
+                self.spikes_in_a_row = 0
             return False
+        self.spikes_in_a_row = 0
         self.optimizer.step()
         if config.schedule != "plateau":
             self.scheduler.step()
@@ -408,7 +426,6 @@ class Trainer:
             self.scheduler.base_lrs = [lr * 0.5 for lr in self.scheduler.base_lrs]
         if self.ema is not None:
             self.ema = {k: v.detach().clone() for k, v in self.flow.named_parameters()}
-        self.window.clear()
 
     def _validate(self) -> bool:
         """Record the validation metric, keep the best state; True to stop early."""
@@ -485,6 +502,7 @@ class Trainer:
             "count": self.count,
             "since_best": self.since_best,
             "lr_scale": self.lr_scale,
+            "spikes_in_a_row": self.spikes_in_a_row,
             "batch_position": None if self.batches is None else self.batches.position,
         }
         return tensors, state
@@ -538,10 +556,11 @@ class Trainer:
         result["train_curve"] = [tuple(p) for p in result["train_curve"]]
         result["val_curve"] = [tuple(p) for p in result["val_curve"]]
         result["rollbacks"] = [tuple(p) for p in result["rollbacks"]]
+        result["skipped"] = list(result["skipped"])
         self.result = FitResult(**result)
         self.step, self.window = state["step"], deque(state["window"], maxlen=200)
         self.running, self.count, self.since_best = state["running"], state["count"], state["since_best"]
-        self.lr_scale = state["lr_scale"]
+        self.lr_scale, self.spikes_in_a_row = state["lr_scale"], state["spikes_in_a_row"]
 
 
 class _Interrupt:
