@@ -27,9 +27,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The README's pictures: the demo's own outputs, copied into docs/.
-figures: demo
+figures: demo demo-image
 	cp runs/demo/samples.png runs/demo/density.png runs/demo/layers.png runs/demo/flow.gif \
 	   runs/demo/loss.png runs/demo/loglik.png docs/
+	cp runs/logo/flow.gif docs/logo.gif
+	cp runs/logo/layers.png docs/logo_layers.png
 
 clean:
 	rm -rf $(VENV) runs

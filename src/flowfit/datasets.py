@@ -183,21 +183,21 @@ def image_darkness(path: str | Path) -> Tensor:
 
 
 def render_text(text: str, path: str | Path, size: int = 48, weight: int = 5) -> Path:
-    """Render ``text`` in black on white with Pillow's built-in font, strokes thickened by a
+    """Render ``text`` (newlines allowed) in black on white with Pillow's built-in font, strokes thickened by a
     ``weight``-pixel minimum filter, and save it (PNG): a picture the project makes itself,
     for the image-density demo and tests."""
     from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).multiline_textbbox((0, 0), text, font=font)
     margin = size // 4
     picture = Image.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 255)
-    ImageDraw.Draw(picture).text((margin - left, margin - top), text, fill=0, font=font)
+    ImageDraw.Draw(picture).multiline_text((margin - left, margin - top), text, fill=0, font=font, align="center")
     picture.filter(ImageFilter.MinFilter(weight)).save(path)
     return Path(path)
 
 
-#: The picture that ships with flowfit (``render_text("flowfit", ...)``).
+#: The picture that ships with flowfit (``render_text("flow\\nfit", path, weight=7)``).
 LOGO = Path(__file__).parent / "data" / "flowfit.png"
 
 

@@ -160,12 +160,18 @@ def describe(plans: list[ColumnPlan], names: list[str]) -> str:
     return ", ".join(described)
 
 
+#: Dequantization noise lies in ``[EDGE, 1 - EDGE]`` of a step, never on the cell's edges: an
+#: edge value could sit exactly on a logit bound (log-density -inf); the density lost is nil.
+EDGE = 1e-5
+
+
 def dequantize(x: Tensor, steps: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """``x + u * step`` with ``u ~ U[0, 1)`` per entry (columns with step 0 unchanged)."""
+    """``x + u * step`` with ``u`` uniform in ``[EDGE, 1 - EDGE]`` per entry (columns with step
+    0 unchanged)."""
     if not bool((steps > 0).any()):
         return x
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-    return x + noise * steps
+    return x + (EDGE + (1 - 2 * EDGE) * noise) * steps
 
 
 def bits_per_dim(nll_nats: float, dim: int) -> float:
