@@ -28,6 +28,7 @@ import torch
 
 import flowfit
 from flowfit import datasets
+from flowfit.io import write_text
 from flowfit.pipeline import TEST_SEED, TEST_SIZE
 from flowfit.train import nll
 
@@ -116,8 +117,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+        write_text(args.out, table + "\n")
 
 
 if __name__ == "__main__":

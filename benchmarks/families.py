@@ -26,7 +26,7 @@ import torch
 
 import flowfit
 from flowfit import datasets
-from flowfit.io import atomic_path
+from flowfit.io import atomic_path, write_text
 from flowfit.pipeline import FLOW_CHOICES, TEST_SEED, TEST_SIZE, TRAINING_DEFAULTS, VAL_SEED, build_flow
 from flowfit.train import nll
 from flowfit.viz import bounds_of, density_grid
@@ -104,8 +104,7 @@ def main() -> None:
     table = "\n".join(rows + notes)
     print("\n".join(notes))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+        write_text(args.out, table + "\n")
     if args.figure:
         draw_grid(maps, args.flows, args.data, args.figure)
 

@@ -31,6 +31,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
 from flowfit import FlowDensity, datasets
+from flowfit.io import write_text
 from flowfit.preprocess import dequantize, quantization_step
 
 
@@ -132,8 +133,7 @@ def main() -> None:
     )
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+        write_text(args.out, table + "\n")
 
 
 if __name__ == "__main__":

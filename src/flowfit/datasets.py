@@ -197,7 +197,7 @@ def render_text(text: str, path: str | Path, size: int = 48, weight: int = 5) ->
     return Path(path)
 
 
-#: The picture that ships with flowfit (``render_text("flow\\nfit", path, weight=7)``).
+#: The picture that ships with flowfit: ``render_text("flowfit", path)``.
 LOGO = Path(__file__).parent / "data" / "flowfit.png"
 
 
