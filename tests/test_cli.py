@@ -383,3 +383,43 @@ def test_density_streams_in_chunks_with_the_same_numbers(model_dir, tmp_path) ->
         run("density", "--model", model_dir, "--input", bad, "--out", out, "--chunk-rows", "10"), "line 52"
     )
     assert not out.exists()
+
+
+def test_bundled_tables_train_from_the_cli(tmp_path) -> None:
+    result = run(
+        "train",
+        "--data",
+        "digits",
+        "--flow",
+        "nsf",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--steps",
+        "3",
+        "--out",
+        tmp_path / "digits",
+        "--no-progress",
+        "--no-plots",
+    )
+    assert result.exit_code == 0, result.output
+    assert "dequantize+logit[0,17]" in result.output and "bits/dim" in result.output
+    result = run(
+        "train",
+        "--data",
+        "saratoga",
+        "--columns",
+        "price",
+        "--given",
+        "livingArea",
+        "--steps",
+        "3",
+        "--hidden",
+        "8",
+        "--out",
+        tmp_path / "price",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "p(price | livingArea)" in result.output

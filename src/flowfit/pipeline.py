@@ -55,6 +55,10 @@ TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
 
 Pair = tuple[Tensor, Tensor | None]
 
+#: What ``--preprocess auto`` means for bundled tables whose nature is known: digits are
+#: pixel intensities 0..16, blank border pixels included.
+TABLE_PREPROCESS = {"digits": "dequantize+logit[0,17]"}
+
 
 @dataclass
 class Data:
@@ -144,6 +148,8 @@ def resolve_data(
     order = split(torch.arange(len(table)), (0.8, 0.1, 0.1), seed=seed)
     train, val, test = ((values[i], None if context is None else context[i]) for i in order)
     reference = (train[0][:10_000], None if context is None else train[1][:10_000])
+    if preprocess == "auto" and spec in TABLE_PREPROCESS:
+        preprocess = TABLE_PREPROCESS[spec]
     plans = make_plan(train[0], columns, preprocess)
     # a constant column has no density, unless it is dequantized (then it is uniform noise)
     spread = train[0].double().std(dim=0).tolist()
