@@ -106,6 +106,10 @@ class AdditiveCoupling(Coupling):
     """Additive coupling (NICE): ``x_B = z_B + t(z_A)``; volume preserving.
 
     forward:  ``x_B = z_B + t``,  inverse: ``z_B = x_B - t``,  log|det| = 0 both ways.
+
+    The shift network's last layer starts small and random, not at zero: for a shift-only map
+    the zero start is a saddle point whenever the data are symmetric (the gradient is the
+    conditional mean of ``z_B``, which is then zero), and training would never leave it.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class AdditiveCoupling(Coupling):
         activation: str = "relu",
     ) -> None:
         super().__init__(dim, ShiftMap(), swap, hidden, context_dim, activation)
+        torch.nn.init.normal_(self.conditioner[-1].weight, std=1e-2)
 
 
 class SplineCoupling(Coupling):
