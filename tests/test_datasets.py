@@ -199,3 +199,29 @@ def test_tables_that_ship_inside_packages() -> None:
     values, names = datasets.saratoga()
     assert values.shape == (1728, 10) and "price" in names and "livingArea" in names
     assert torch.isfinite(values).all()
+
+
+def test_rows_on_disk_read_what_they_select(tmp_path) -> None:
+    table = np.arange(40.0).reshape(10, 4)
+    np.save(tmp_path / "t.npy", table)
+    rows, names = datasets.open_rows(tmp_path / "t.npy")
+    assert names == ["x0", "x1", "x2", "x3"] and rows.shape == (10, 4)
+    part = rows.subset(torch.tensor([7, 2, 5])).select([3, 1])
+    # rows come back in the order asked for, whatever the order on disk
+    expected = torch.tensor(table[[7, 2, 5]][:, [3, 1]], dtype=torch.float32)
+    assert torch.equal(part.take(), expected)
+    assert torch.equal(part.take(torch.tensor([2, 0])), expected[[2, 0]])
+    low, high = part.ranges(chunk_rows=2)
+    assert low.tolist() == [11.0, 9.0] and high.tolist() == [31.0, 29.0]
+
+
+def test_rows_on_disk_report_the_bad_row(tmp_path) -> None:
+    table = np.zeros((50, 2))
+    table[37, 1] = np.nan
+    np.save(tmp_path / "t.npy", table)
+    rows, _ = datasets.open_rows(tmp_path / "t.npy")
+    with pytest.raises(InputError, match=r"row 38, column 1 is nan"):
+        rows.ranges(chunk_rows=8)
+    (tmp_path / "t.csv").write_text("1,2\n")
+    with pytest.raises(InputError, match=r"only \.npy"):
+        datasets.open_rows(tmp_path / "t.csv")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -240,3 +241,37 @@ def test_spikes_that_keep_coming_roll_back_then_stop() -> None:
     with pytest.raises(TrainingDivergedError, match="step 90"):
         flowfit.fit(flow, sampler, steps=200, lr=3e-3, val_every=10, seed=0, progress=False)
     assert all(torch.isfinite(p).all() for p in flow.parameters())
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_training_from_disk_equals_training_in_memory(tmp_path, conditional: bool) -> None:
+    """A memory-mapped .npy read a batch at a time trains exactly as the same rows in memory."""
+    x, label = datasets.labelled_moons(1500, seed=0)
+    np.save(tmp_path / "t.npy", torch.cat([x, label], dim=1).double().numpy())
+    rows, _ = datasets.open_rows(tmp_path / "t.npy")
+
+    def run(data) -> torch.Tensor:
+        torch.manual_seed(0)
+        flow = flowfit.RealNVP(2, layers=2, hidden=(16,), context_dim=1 if conditional else 0)
+        flowfit.fit(flow, data, steps=40, batch_size=128, seed=0, progress=False)
+        return torch.cat([p.flatten() for p in flow.parameters()])
+
+    if conditional:
+        in_memory, on_disk = run((x, label)), run((rows.select([0, 1]), rows.select([2])))
+    else:
+        in_memory, on_disk = run(x), run(rows.select([0, 1]))
+    assert torch.equal(in_memory, on_disk)
+
+
+def test_tensorboard_gets_the_curves(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = flowfit.fit(
+        small_flow(), datasets.moons(1000, seed=0), steps=30, val_every=10, tensorboard_dir=tmp_path, progress=False
+    )
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    validation = [(e.step, e.value) for e in events.Scalars("validation/nll")]
+    assert [s for s, _ in validation] == [10, 20, 30]
+    assert [v for _, v in validation] == pytest.approx([v for _, v in result.val_curve], rel=1e-6)
+    assert len(events.Scalars("train/nll")) == len(events.Scalars("train/lr")) == 3

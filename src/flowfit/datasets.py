@@ -383,3 +383,83 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class Rows:
+    """Rows of a table on disk, read a batch at a time: train on a memory-mapped ``.npy``
+    larger than memory.
+
+    ``Rows(array)`` wraps a 2-D array (typically ``np.load(path, mmap_mode="r")``);
+    ``rows`` (row numbers) and ``columns`` (column numbers) select a part of it without
+    reading anything. :meth:`take` reads the rows at some positions as a float32 tensor (in
+    increasing row order on disk, then put back in the order asked for);
+    :meth:`subset` selects rows; :meth:`ranges` is one streaming pass that checks every value
+    is finite and returns each column's minimum and maximum.
+    """
+
+    def __init__(
+        self, array: np.ndarray, rows: Tensor | None = None, columns: Sequence[int] | None = None, name: str = "data"
+    ) -> None:
+        if array.ndim != 2:
+            raise InputError(f"{name}: expected a 2-D array (rows are samples), got shape {array.shape}")
+        self.array, self.name = array, name
+        self.rows = torch.arange(len(array)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        self.columns = list(range(array.shape[1])) if columns is None else list(columns)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, positions: Tensor) -> Rows:
+        """The rows at ``positions`` (of this selection), still on disk."""
+        return Rows(self.array, self.rows[positions], self.columns, self.name)
+
+    def select(self, columns: Sequence[int]) -> Rows:
+        """Columns ``columns`` (of this selection), still on disk."""
+        return Rows(self.array, self.rows, [self.columns[j] for j in columns], self.name)
+
+    def take(self, positions: Tensor | None = None) -> Tensor:
+        """Read the rows at ``positions`` (default: all) as a float32 tensor ``(len, d)``."""
+        rows = (self.rows if positions is None else self.rows[positions]).numpy()
+        order = np.argsort(rows, kind="stable")
+        values = np.empty((len(rows), len(self.columns)), dtype=np.float32)
+        values[order] = self.array[rows[order]][:, self.columns]
+        return torch.from_numpy(values)
+
+    def ranges(self, chunk_rows: int = 65536) -> tuple[Tensor, Tensor]:
+        """Each column's ``(minimum, maximum)`` over the selected rows, in one streaming pass;
+        raises :class:`~flowfit.errors.InputError` at the first NaN or inf."""
+        if len(self) == 0:
+            raise InputError(f"{self.name} has no rows")
+        low = torch.full((len(self.columns),), math.inf, dtype=torch.float64)
+        high = -low
+        on_disk = torch.argsort(self.rows)  # read the file front to back
+        for positions in on_disk.split(chunk_rows):
+            chunk = self.take(positions).double()
+            bad = ~torch.isfinite(chunk)
+            if bad.any():
+                row, col = (int(i) for i in bad.nonzero()[0])
+                raise InputError(
+                    f"{self.name}: row {int(self.rows[positions[row]]) + 1}, column {self.columns[col]} is "
+                    f"{chunk[row, col].item()} (NaN and inf are not data)"
+                )
+            low, high = torch.minimum(low, chunk.min(dim=0).values), torch.maximum(high, chunk.max(dim=0).values)
+        return low, high
+
+
+def open_rows(path: str | Path) -> tuple[Rows, list[str]]:
+    """A ``.npy`` file as :class:`Rows` (memory-mapped: nothing is read until asked) and its
+    column names ``x0, x1, ...``; the checks of :func:`load_table` except finiteness, which
+    :meth:`Rows.ranges` checks in its pass."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix != ".npy":
+        raise InputError(f"{path}: only .npy files are read from disk batch by batch")
+    array, names = _read_npy(path)
+    if len(array) == 0:
+        raise InputError(f"{path}: the file has no data rows")
+    return Rows(array, name=str(path)), names

@@ -13,12 +13,12 @@ from torch import Tensor
 
 from flowfit import viz
 from flowfit._version import __version__
-from flowfit.datasets import LOGO, TABLES, TOYS, image, load_table, moons_log_prob
+from flowfit.datasets import LOGO, TABLES, TOYS, Rows, image, load_table, moons_log_prob, open_rows
 from flowfit.errors import InputError
 from flowfit.families import FLOWS
 from flowfit.flow import Flow
 from flowfit.io import save, write_json, write_text
-from flowfit.preprocess import ColumnPlan, bits_per_dim, make_plan
+from flowfit.preprocess import ColumnPlan, bits_per_dim, check_support, make_plan
 from flowfit.train import FitResult, nll, split
 
 #: Seeds of the fixed validation and test draws from a toy generator (the test seed is the
@@ -55,6 +55,9 @@ TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
 
 Pair = tuple[Tensor, Tensor | None]
 
+#: training rows (at most) that ``--preprocess auto`` looks at when the data stay on disk
+PLAN_ROWS = 1_000_000
+
 #: What ``--preprocess auto`` means for bundled tables whose nature is known: digits are
 #: pixel intensities 0..16, blank border pixels included.
 TABLE_PREPROCESS = {"digits": "dequantize+logit[0,17]"}
@@ -68,7 +71,8 @@ class Data:
     source: str
     columns: list[str]
     given: list[str]
-    train: Pair | Callable[[int], Tensor]
+    #: in memory, on disk (a ``.npy`` file, read a batch at a time), or a sampler
+    train: Pair | tuple[Rows, Rows | None] | Callable[[int], Tensor]
     val: Pair
     test: Pair
     #: a fixed sample of the training distribution (pictures, and the train NLL)
@@ -113,7 +117,9 @@ def resolve_data(
 
     ``given`` names file columns to condition on (the model is then ``p(columns | given)``);
     ``columns`` defaults to every other column. ``preprocess`` chooses each file column's
-    preprocessing (:func:`flowfit.preprocess.make_plan`, decided on the training rows).
+    preprocessing (:func:`flowfit.preprocess.make_plan`, decided on the training rows, or on
+    ``PLAN_ROWS`` of them and checked on all). A ``.npy`` file stays on disk (memory-mapped):
+    training reads it a batch at a time; only the validation and test rows are read in.
     """
     picture = LOGO if spec == "logo" else Path(spec[len("image:") :]) if spec.startswith("image:") else None
     if (spec in TOYS or picture is not None) and given:
@@ -130,7 +136,7 @@ def resolve_data(
         if not path.exists():
             known = ", ".join([*TOYS, *TABLES, "logo", "image:PATH"])
             raise InputError(f"--data {spec!r} is neither a file nor a data set flowfit knows ({known})")
-        table, names = load_table(path)
+        table, names = open_rows(path) if path.suffix == ".npy" else load_table(path)
     given = given or []
     missing = [c for c in [*(columns or []), *given] if c not in names]
     if missing:
@@ -143,20 +149,51 @@ def resolve_data(
         raise InputError(f"{path}: no columns left to model")
     if len(table) < 10:
         raise InputError(f"{path}: {len(table)} rows are too few to split into training, validation and test sets")
-    values = table[:, [names.index(c) for c in columns]]
-    context = table[:, [names.index(c) for c in given]] if given else None
+    values = _columns(table, [names.index(c) for c in columns])
+    context = _columns(table, [names.index(c) for c in given]) if given else None
     order = split(torch.arange(len(table)), (0.8, 0.1, 0.1), seed=seed)
-    train, val, test = ((values[i], None if context is None else context[i]) for i in order)
-    reference = (train[0][:10_000], None if context is None else train[1][:10_000])
+    train, val, test = ((_rows(values, i), None if context is None else _rows(context, i)) for i in order)
+    val, test = _in_memory(val), _in_memory(test)
+    reference = _in_memory(train, 10_000)
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
         preprocess = TABLE_PREPROCESS[spec]
-    plans = make_plan(train[0], columns, preprocess)
+    if isinstance(train[0], Rows):  # decide on a sample, check the support on every row
+        plans = make_plan(_in_memory(train, PLAN_ROWS)[0], columns, preprocess)
+        low, high = train[0].ranges()
+        for plan, column, lowest, highest in zip(plans, columns, low.tolist(), high.tolist(), strict=True):
+            check_support(plan, lowest, highest, column)
+        if context is not None:
+            train[1].ranges()
+    else:
+        plans = make_plan(train[0], columns, preprocess)
+        low, high = train[0].min(dim=0).values, train[0].max(dim=0).values
     # a constant column has no density, unless it is dequantized (then it is uniform noise)
-    spread = train[0].double().std(dim=0).tolist()
-    constant = [c for c, std, plan in zip(columns, spread, plans, strict=True) if std == 0 and not plan.dequantize]
+    flat = (low == high).tolist()
+    constant = [c for c, same, plan in zip(columns, flat, plans, strict=True) if same and not plan.dequantize]
     if constant:
         raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
     return Data(str(path), columns, list(given), train, val, test, reference, plans)
+
+
+def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:
+    return table.select(columns) if isinstance(table, Rows) else table[:, columns]
+
+
+def _rows(table: Tensor | Rows, index: Tensor) -> Tensor | Rows:
+    return table.subset(index) if isinstance(table, Rows) else table[index]
+
+
+def _in_memory(pair: tuple[Any, Any], rows: int | None = None) -> Pair:
+    """The first ``rows`` (default: all) of a pair of tensors or :class:`Rows`, in memory."""
+
+    def read(part: Tensor | Rows | None) -> Tensor | None:
+        if part is None:
+            return None
+        if isinstance(part, Rows):
+            return part.take(torch.arange(min(len(part), rows or len(part))))
+        return part[:rows]
+
+    return read(pair[0]), read(pair[1])
 
 
 def build_flow(

@@ -130,15 +130,15 @@ def make_plan(values: Tensor, names: list[str], spec: str = "auto") -> list[Colu
             plans.append(auto_plan(column))
             continue
         plan = parse_spec(column_spec, step=quantization_step(column) or 1.0)
-        _check_support(plan, column, name)
+        check_support(plan, column.min().item(), column.max().item(), name)
         plans.append(plan)
     return plans
 
 
-def _check_support(plan: ColumnPlan, column: Tensor, name: str) -> None:
-    """The data (after dequantization, ``x + u * step`` with ``u`` in ``(0, 1)`` almost
-    surely) must lie where the column's map is defined."""
-    low, top = column.min().item(), column.max().item()
+def check_support(plan: ColumnPlan, low: float, top: float, name: str) -> None:
+    """A column whose values lie in ``[low, top]`` (after dequantization, ``x + u * step``
+    with ``u`` in ``(0, 1)``) must lie where its map is defined; raise
+    :class:`~flowfit.errors.InputError` if not."""
     if plan.dequantize:
         inside_log = low >= 0
         inside_logit = low >= plan.lower and top + plan.dequantize <= plan.upper

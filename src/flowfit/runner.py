@@ -195,6 +195,7 @@ def run_training(
             checkpoint_every=settings.checkpoint_every or None,
             resume=resume,
             log_path=partial / "log.csv",
+            tensorboard_dir=partial / "tensorboard",
             progress=progress,
         )
     except KeyboardInterrupt:
@@ -208,6 +209,9 @@ def run_training(
         )
         with atomic_directory(out, force=True) as temporary:
             written = pipeline.write_run(temporary, model, dataset, result, metrics, plots=settings.plots)
+            if (partial / "tensorboard").is_dir():  # TensorBoard's events, when it is installed
+                shutil.copytree(partial / "tensorboard", temporary / "tensorboard")
+                written.append(temporary / "tensorboard")
         shutil.rmtree(partial, ignore_errors=True)
         metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
         _print_summary(metrics, [out / p.name for p in written], say)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowfit.datasets import Rows
 from flowfit.errors import CheckpointError, InputError, TrainingDivergedError
 from flowfit.flow import Flow
 
@@ -36,7 +37,12 @@ from flowfit.flow import Flow
 Pairs = tuple[Tensor, Tensor]
 #: A function ``n -> x`` (or ``n -> (x, c)``) that draws ``n`` fresh samples.
 Sampler = Callable[[int], Tensor | Pairs]
-Data = Tensor | Pairs | Sampler
+#: Training data: in memory, on disk (:class:`~flowfit.datasets.Rows`, read a batch at a
+#: time), or drawn fresh each step.
+Data = Tensor | Rows | Pairs | tuple[Rows, Rows] | Sampler
+#: rows of on-disk training data that data-dependent layers are initialised from (a random
+#: sample when there are more)
+INIT_ROWS = 100_000
 
 CHECKPOINT_TENSORS, CHECKPOINT_STATE = "trainer.safetensors", "trainer.json"
 #: consecutive spiking steps after which the divergence guard rolls back
@@ -83,7 +89,29 @@ def check_data(data: Tensor, dim: int | None = None, name: str = "data") -> Tens
     return data
 
 
-def check_pairs(data: Tensor | Pairs, flow: Flow, name: str = "data") -> tuple[Tensor, Tensor | None]:
+def _check_source(data: Tensor | Rows, dim: int | None, name: str) -> Tensor | Rows:
+    """:func:`check_data`, or for rows on disk the same checks in one streaming pass."""
+    if not isinstance(data, Rows):
+        return check_data(data, dim, name)
+    if dim is not None and data.shape[1] != dim:
+        raise InputError(f"{name} has {data.shape[1]} columns but the flow has dimension {dim}")
+    data.ranges()
+    return data
+
+
+def _take(source: Tensor | Rows, index: Tensor) -> Tensor:
+    """The rows ``index`` of ``source`` as a tensor (read from disk for :class:`Rows`)."""
+    return source.take(index) if isinstance(source, Rows) else source[index.to(source.device)]
+
+
+def _subset(source: Tensor | Rows, index: Tensor) -> Tensor | Rows:
+    """The rows ``index`` of ``source``, left on disk for :class:`Rows`."""
+    return source.subset(index) if isinstance(source, Rows) else source[index]
+
+
+def check_pairs(
+    data: Tensor | Rows | Pairs | tuple[Rows, Rows], flow: Flow, name: str = "data"
+) -> tuple[Tensor | Rows, Tensor | Rows | None]:
     """Split ``data`` into samples and contexts and check both against ``flow``."""
     if isinstance(data, tuple | list):
         if len(data) != 2:
@@ -91,13 +119,13 @@ def check_pairs(data: Tensor | Pairs, flow: Flow, name: str = "data") -> tuple[T
         x, context = data
     else:
         x, context = data, None
-    x = check_data(x, flow.dim, name)
+    x = _check_source(x, flow.dim, name)
     if flow.context_dim and context is None:
         raise InputError(f"the flow is conditional: {name} must be pairs (x, context)")
     if not flow.context_dim and context is not None:
         raise InputError(f"the flow is unconditional but {name} comes with a context")
     if context is not None:
-        context = check_data(context, flow.context_dim, f"{name} context")
+        context = _check_source(context, flow.context_dim, f"{name} context")
         if len(context) != len(x):
             raise InputError(f"{name} has {len(x)} samples but {len(context)} contexts")
     return x, context
@@ -188,7 +216,9 @@ class _Batches:
     process would.
     """
 
-    def __init__(self, x: Tensor, context: Tensor | None, flow: Flow, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, x: Tensor | Rows, context: Tensor | Rows | None, flow: Flow, rank: int = 0, world: int = 1
+    ) -> None:
         self.x, self.context, self.flow, self.rank, self.world = x, context, flow, rank, world
         self.order = torch.randperm(len(x))
         self.position = 0
@@ -201,8 +231,9 @@ class _Batches:
                 self.order, self.position = torch.randperm(len(self.x)), 0
             index = self.order[self.position : self.position + n]
             self.position += n
-        index = index.tensor_split(self.world)[self.rank].to(self.x.device)
-        return self.flow.dequantize(self.x[index]), None if self.context is None else self.context[index]
+        index = index.tensor_split(self.world)[self.rank]
+        x = self.flow.dequantize(_take(self.x, index))
+        return x, None if self.context is None else _take(self.context, index)
 
 
 class Trainer:
@@ -218,11 +249,14 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
+        tensorboard_dir: str | Path | None = None,
     ) -> None:
         config.check()
         self.flow, self.config, self.callback, self.progress = flow, config, callback, progress
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.log_path = Path(log_path) if log_path is not None else None
+        self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
+        self.writer: Any = None  # a TensorBoard SummaryWriter, opened when the run starts
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
@@ -278,12 +312,20 @@ class Trainer:
                     raise InputError(f"{len(x)} rows are too few to hold out a validation set")
                 fractions = (config.val_fraction, 1 - config.val_fraction)
                 val_index, train_index = split(torch.arange(len(x)), fractions, config.seed or 0)
-                val_data = (x[val_index], None if context is None else context[val_index])
-                x, context = x[train_index], None if context is None else context[train_index]
-            init = (flow.dequantize(x), context)
-            self.batches = _Batches(self._to(x), self._to(context), flow, self.rank, self.world)
+                val_data = (_take(x, val_index), None if context is None else _take(context, val_index))
+                x, context = _subset(x, train_index), None if context is None else _subset(context, train_index)
+            if isinstance(x, Rows) or isinstance(context, Rows):  # on disk: initialise from a sample
+                sample = torch.arange(len(x))
+                if len(x) > INIT_ROWS:
+                    sample = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:INIT_ROWS]
+                init = (flow.dequantize(_take(x, sample)), None if context is None else _take(context, sample))
+            else:
+                init = (flow.dequantize(x), context)
+                x, context = self._to(x), self._to(context)
+            self.batches = _Batches(x, context, flow, self.rank, self.world)
             self.draw = self.batches
         val_x, val_context = check_pairs(val_data, flow, "validation data")
+        val_x, val_context = (v.take() if isinstance(v, Rows) else v for v in (val_x, val_context))
         self.val_x, self.val_context = self._to(val_x), self._to(val_context)
         flow.initialize(self._to(init[0]), self._to(init[1]))
 
@@ -330,6 +372,7 @@ class Trainer:
         show = self.progress and self.rank == 0
         bar = tqdm(total=config.steps, initial=self.step, desc="train", disable=not show, mininterval=0.5, leave=False)
         flow.train()
+        self.writer = self._open_tensorboard()
         interrupted = _Interrupt()
         try:
             with interrupted:
@@ -351,6 +394,8 @@ class Trainer:
                         raise KeyboardInterrupt(f"interrupted at step {self.step}")
         finally:
             bar.close()
+            if self.writer is not None:
+                self.writer.close()
         self.result.seconds = time.perf_counter() - start
         self.result.stopped_at = self.step
         flow.load_state_dict(self.best_state)
@@ -464,14 +509,32 @@ class Trainer:
             torch.manual_seed(0)  # the same noise and times at every evaluation
             return loss(self.flow.dequantize(self.val_x), self.val_context).item()
 
+    def _open_tensorboard(self) -> Any:
+        """A SummaryWriter on ``tensorboard_dir`` (rank 0), or None when TensorBoard is not
+        installed; a resumed run first drops the events logged after its checkpoint."""
+        if self.tensorboard_dir is None or self.rank != 0:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch raises this when the tensorboard package is missing
+            return None
+        return SummaryWriter(str(self.tensorboard_dir), purge_step=self.step + 1 if self.step else None)
+
     def _log(self) -> None:
-        if self.log_path is None or self.rank != 0:
+        if self.rank != 0:
             return
         step, train = self.result.train_curve[-1]
-        line = f"{step},{train:.6f},{self.result.val_curve[-1][1]:.6f},{self.optimizer.param_groups[0]['lr']:.6g}\n"
+        value, lr = self.result.val_curve[-1][1], self.optimizer.param_groups[0]["lr"]
+        if self.writer is not None:
+            self.writer.add_scalar(f"train/{self.result.metric}", train, step)
+            self.writer.add_scalar(f"validation/{self.result.metric}", value, step)
+            self.writer.add_scalar("train/lr", lr, step)
+        if self.log_path is None:
+            return
         new = not self.log_path.exists()
         with self.log_path.open("a") as handle:
-            handle.write(("step,train_loss,val_metric,lr\n" if new else "") + line)
+            header = "step,train_loss,val_metric,lr\n" if new else ""
+            handle.write(header + f"{step},{train:.6f},{value:.6f},{lr:.6g}\n")
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -636,6 +699,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: bool = False,
     log_path: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
     callback: Callable[[int, Flow], None] | None = None,
     progress: bool = True,
 ) -> FitResult:
@@ -674,6 +738,8 @@ def fit(
         resume: continue from the checkpoint in ``checkpoint_dir`` (same data and
             arguments): the run then ends with the weights an uninterrupted run would have.
         log_path: append ``step,train_loss,val_metric,lr`` lines to this CSV file.
+        tensorboard_dir: also log those numbers for TensorBoard in this directory (when the
+            ``tensorboard`` package is installed; otherwise nothing is written there).
         callback: called as ``callback(step, flow)`` after every validation (the flow in
             eval mode, holding the evaluated weights), e.g. to log or to measure more.
         progress: show a progress bar with the running NLL.
@@ -703,7 +769,7 @@ def fit(
         max_retries,
         checkpoint_every,
     )
-    trainer = Trainer(flow, data, config, val_data, callback, checkpoint_dir, log_path, progress)
+    trainer = Trainer(flow, data, config, val_data, callback, checkpoint_dir, log_path, progress, tensorboard_dir)
     if resume:
         if checkpoint_dir is None or not (Path(checkpoint_dir) / CHECKPOINT_STATE).exists():
             raise CheckpointError(f"nothing to resume: no checkpoint in {checkpoint_dir}")
