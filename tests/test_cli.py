@@ -447,3 +447,14 @@ def test_a_npy_file_trains_from_disk_as_its_csv_does(tmp_path) -> None:
     result = run("train", "--data", tmp_path / "broken.npy", "--steps", "2", "--out", tmp_path / "b", "--no-progress")
     assert_clean_failure(result, "inf")
     assert not (tmp_path / "b").exists()
+
+
+def test_sample_writes_more_rows_than_a_chunk(model_dir, tmp_path) -> None:
+    out = tmp_path / "many.csv"
+    result = run("sample", "--model", model_dir, "-n", "70000", "--out", out, "--seed", "0")
+    assert result.exit_code == 0, result.output
+    values = np.loadtxt(out, delimiter=",", skiprows=1)
+    assert out.read_text().splitlines()[0] == "x0,x1"
+    assert values.shape == (70000, 2) and np.isfinite(values).all()
+    # the second chunk is fresh draws, not a copy of the first
+    assert not np.allclose(values[:4464], values[65536:])

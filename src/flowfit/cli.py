@@ -56,13 +56,6 @@ def _refuse_overwrite(path: Path, force: bool) -> None:
         raise InputError(f"{path} already exists; pass --force to replace it")
 
 
-def _write_csv(path: Path, values: np.ndarray, header: list[str]) -> None:
-    from flowfit.io import atomic_path
-
-    with atomic_path(path) as temporary:
-        np.savetxt(temporary, values, delimiter=",", header=",".join(header), comments="", fmt="%.8g")
-
-
 def _int_list(text: str | None, name: str) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -201,7 +194,7 @@ def sample(
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Draw samples from a trained model into a CSV file (dequantized columns rounded back down)."""
-    from flowfit.io import load
+    from flowfit.io import atomic_path, load
 
     _positive(n, "-n")
     _refuse_overwrite(out, force)
@@ -209,11 +202,12 @@ def sample(
     context = _parse_given(given, flow)
     if seed is not None:
         torch.manual_seed(seed)
-    chunk = 65536
-    with torch.inference_mode():
-        parts = [flow.sample(min(chunk, n - done), context) for done in range(0, n, chunk)]
-    values = flow.quantize(torch.cat([p.reshape(-1, flow.dim) for p in parts]))
-    _write_csv(out, values.double().numpy(), _columns(flow))
+    chunk = 65536  # drawn and written a chunk at a time: memory stays flat for any n
+    with atomic_path(out) as temporary, temporary.open("w") as handle, torch.inference_mode():
+        handle.write(",".join(_columns(flow)) + "\n")
+        for done in range(0, n, chunk):
+            values = flow.quantize(flow.sample(min(chunk, n - done), context).reshape(-1, flow.dim))
+            np.savetxt(handle, values.double().numpy(), delimiter=",", fmt="%.8g")
     typer.echo(f"wrote {n} samples to {out}")
 
 

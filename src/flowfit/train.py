@@ -158,6 +158,13 @@ def split(data: Tensor, fractions: tuple[float, ...], seed: int = 0) -> list[Ten
     return [data[idx] for idx in order.split(sizes)]
 
 
+def adam(parameters: Any, lr: float, device: torch.device) -> torch.optim.Adam:
+    """The optimizer of :func:`fit`: Adam, with its fused kernel on CPU and CUDA (one pass per
+    parameter instead of a dozen small operations each; the same update)."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
+
+
 @dataclass
 class TrainConfig:
     """The settings of a run (see :func:`fit` for each)."""
@@ -273,7 +280,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.loss_module = DistributedDataParallel(self.loss_module)
-        self.optimizer = torch.optim.Adam(flow.parameters(), lr=config.lr)
+        self.optimizer = adam(flow.parameters(), config.lr, self.device)
         self.scheduler: Any = self._make_scheduler()
         self.ema = {k: v.detach().clone() for k, v in flow.named_parameters()} if config.ema else None
         self.step = 0

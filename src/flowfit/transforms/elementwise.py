@@ -41,8 +41,8 @@ class AffineMap(ElementwiseMap):
         self.scale_bound = scale_bound
 
     def forward(self, values: Tensor, theta: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        log_scale = self.scale_bound * torch.tanh(theta[..., 0] / self.scale_bound)
-        shift = theta[..., 1]
+        raw_log_scale, shift = theta.unbind(dim=-1)
+        log_scale = self.scale_bound * torch.tanh(raw_log_scale / self.scale_bound)
         if inverse:
             return (values - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
         return values * torch.exp(log_scale) + shift, log_scale.sum(dim=1)
