@@ -264,10 +264,16 @@ def race(libraries: list[str], seeds: list[int], test) -> list[str]:
     for model in ("realnvp", "nsf"):
         ours = statistics.median(reached["flowfit defaults", model])
         ratios = ", ".join(
-            f"{library} {statistics.median(reached[library, model]) / ours:.1f}x" for library in libraries[1:]
+            f"{library} {ratio(statistics.median(reached[library, model]), ours)}" for library in libraries[1:]
         )
         rows.append(f"{model}: time to {TARGET} nats, each peer's median over flowfit's defaults' median: {ratios}.")
     return rows
+
+
+def ratio(theirs: float, ours: float) -> str:
+    if math.isinf(theirs):
+        return "never reached (flowfit did)" if math.isfinite(ours) else "neither reached"
+    return f"{theirs / ours:.1f}x"
 
 
 def seconds(value: float) -> str:

@@ -216,7 +216,8 @@ class _Loss(nn.Module):
 
 
 class _Batches:
-    """Shuffled passes over training tensors; its state (order, position) is checkpointed.
+    """Shuffled passes over training rows (tensors, or :class:`~flowfit.datasets.Rows` on
+    disk, read a batch at a time); its state (order, position) is checkpointed.
 
     Under ``torch.distributed`` every rank walks the same global order and takes its own
     share of each global batch, so the ranks together see exactly the batches a single
@@ -714,9 +715,12 @@ def fit(
 
     Args:
         flow: the flow to train (in place).
-        data: a tensor of shape ``(n, dim)`` (rows are samples); for a conditional flow a
-            pair ``(x, context)``; or a callable ``n -> x`` (or ``n -> (x, context)``) that
-            draws ``n`` fresh samples, called once per step (as in the tutorial).
+        data: a tensor of shape ``(n, dim)`` (rows are samples), or
+            :class:`~flowfit.datasets.Rows` of a memory-mapped ``.npy`` file (read a batch
+            at a time; data-dependent layers are initialised from ``INIT_ROWS`` random rows);
+            for a conditional flow a pair ``(x, context)``; or a callable ``n -> x`` (or
+            ``n -> (x, context)``) that draws ``n`` fresh samples, called once per step (as
+            in the tutorial).
         steps: number of optimisation steps.
         batch_size: samples per step (the global batch, under torch.distributed).
         lr: peak learning rate of Adam.
