@@ -619,6 +619,10 @@ class Trainer:
         if self.ema is not None:
             self.ema = {k: v.to(self.device) for k, v in part("ema").items()}
         torch.set_rng_state(tensors["rng"])
+        if self.batches is None and self.rank > 0:
+            # the checkpoint holds rank 0's generator; the other ranks, which draw their own
+            # samples, go on from seeds of their own (not bit-exact, but never duplicates)
+            torch.manual_seed((self.config.seed or 0) + 1_000_003 * self.rank + 7919 * state["step"])
         self.val_x = self._to(tensors["val_x"])
         self.val_context = self._to(tensors.get("val_context"))
         if self.batches is not None:
