@@ -275,3 +275,17 @@ def test_tensorboard_gets_the_curves(tmp_path) -> None:
     assert [s for s, _ in validation] == [10, 20, 30]
     assert [v for _, v in validation] == pytest.approx([v for _, v in result.val_curve], rel=1e-6)
     assert len(events.Scalars("train/nll")) == len(events.Scalars("train/lr")) == 3
+
+
+def test_a_checkpoint_with_nan_is_never_written(tmp_path) -> None:
+    from flowfit.train import TrainConfig, Trainer
+
+    flow = small_flow()
+    trainer = Trainer(flow, datasets.moons(500, seed=0), TrainConfig(steps=5), checkpoint_dir=tmp_path, progress=False)
+    trainer.save_checkpoint()
+    written = (tmp_path / "trainer.safetensors").read_bytes()
+    with torch.no_grad():
+        next(flow.parameters())[0] = float("nan")
+    with pytest.raises(flowfit.CheckpointError, match="non-finite"):
+        trainer.save_checkpoint()
+    assert (tmp_path / "trainer.safetensors").read_bytes() == written  # the good one is kept
