@@ -405,6 +405,7 @@ class Rows:
         self.array, self.name = array, name
         self.rows = torch.arange(len(array)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
         self.columns = list(range(array.shape[1])) if columns is None else list(columns)
+        self._ranges: tuple[Tensor, Tensor] | None = None  # computed once: a selection never changes
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -432,6 +433,8 @@ class Rows:
     def ranges(self, chunk_rows: int = 65536) -> tuple[Tensor, Tensor]:
         """Each column's ``(minimum, maximum)`` over the selected rows, in one streaming pass;
         raises :class:`~flowfit.errors.InputError` at the first NaN or inf."""
+        if self._ranges is not None:
+            return self._ranges
         if len(self) == 0:
             raise InputError(f"{self.name} has no rows")
         low = torch.full((len(self.columns),), math.inf, dtype=torch.float64)
@@ -447,7 +450,18 @@ class Rows:
                     f"{chunk[row, col].item()} (NaN and inf are not data)"
                 )
             low, high = torch.minimum(low, chunk.min(dim=0).values), torch.maximum(high, chunk.max(dim=0).values)
+        self._ranges = (low, high)
         return low, high
+
+
+def read_rows(source: Tensor | Rows, index: Tensor) -> Tensor:
+    """The rows ``index`` of a tensor or of :class:`Rows` (read from disk), as a tensor."""
+    return source.take(index) if isinstance(source, Rows) else source[index.to(source.device)]
+
+
+def select_rows(source: Tensor | Rows, index: Tensor) -> Tensor | Rows:
+    """The rows ``index`` of a tensor, or of :class:`Rows` (left on disk)."""
+    return source.subset(index) if isinstance(source, Rows) else source[index]
 
 
 def open_rows(path: str | Path) -> tuple[Rows, list[str]]:

@@ -98,21 +98,12 @@ def RealNVP(  # noqa: N802 (a builder named after the model, as users expect)
 ) -> Flow:
     """RealNVP (Dinh et al. 2017): ``layers`` affine couplings with bounded log-scales,
     alternating which half moves (for ``dim = 2``, the tutorial's flips)."""
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     _check_dim("RealNVP", dim, 2)
     features = _features(context_dim, embedding)
     transforms: list[Transform] = [
         AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound) for i in range(layers)
     ]
-    config = dict(
-        dim=dim,
-        layers=layers,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        scale_bound=scale_bound,
-        preprocess=preprocess,
-    )
     return _flow("realnvp", transforms, config)
 
 
@@ -128,21 +119,13 @@ def NICE(  # noqa: N802
 ) -> Flow:
     """NICE (Dinh et al. 2015): additive (volume-preserving) couplings, then a learnt
     elementwise scaling, the only layer that changes volume."""
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     _check_dim("NICE", dim, 2)
     features = _features(context_dim, embedding)
     transforms: list[Transform] = [
         AdditiveCoupling(dim, bool(i % 2), hidden, features, activation) for i in range(layers)
     ]
     transforms.append(ElementwiseAffine(dim))
-    config = dict(
-        dim=dim,
-        layers=layers,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        preprocess=preprocess,
-    )
     return _flow("nice", transforms, config)
 
 
@@ -163,6 +146,7 @@ def NSF(  # noqa: N802
     (``autoregressive=False``) or masked autoregressive splines (``True``, MAF direction:
     one pass for ``log_prob``, ``dim`` passes for sampling). Splines have ``bins`` bins on
     ``[-tail_bound, tail_bound]`` (in standardized units) and identity tails outside."""
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     _check_dim("NSF", dim, 1 if autoregressive else 2)
     features = _features(context_dim, embedding)
     transforms: list[Transform] = []
@@ -174,18 +158,6 @@ def NSF(  # noqa: N802
             transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
         else:
             transforms.append(SplineCoupling(dim, bool(i % 2), hidden, features, activation, bins, tail_bound))
-    config = dict(
-        dim=dim,
-        layers=layers,
-        bins=bins,
-        hidden=tuple(hidden),
-        tail_bound=tail_bound,
-        autoregressive=autoregressive,
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        preprocess=preprocess,
-    )
     return _flow("nsf", transforms, config)
 
 
@@ -216,16 +188,7 @@ def MAF(  # noqa: N802
 ) -> Flow:
     """Masked autoregressive flow (Papamakarios et al. 2017): affine MADE layers, order
     reversed between layers. ``log_prob`` is one pass per layer; sampling ``dim`` passes."""
-    config = dict(
-        dim=dim,
-        layers=layers,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        scale_bound=scale_bound,
-        preprocess=preprocess,
-    )
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     return _masked_affine("maf", "inverse", config)
 
 
@@ -243,16 +206,7 @@ def IAF(  # noqa: N802
     """Inverse autoregressive flow (Kingma et al. 2016): MAF's layers the other way round.
     Sampling (and ``sample_and_log_prob``) is one pass per layer; ``log_prob`` of given
     data takes ``dim`` passes, so training by maximum likelihood is ``dim`` times slower."""
-    config = dict(
-        dim=dim,
-        layers=layers,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        scale_bound=scale_bound,
-        preprocess=preprocess,
-    )
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     return _masked_affine("iaf", "forward", config)
 
 
@@ -270,6 +224,7 @@ def Glow(  # noqa: N802
     """Glow (Kingma & Dhariwal 2018) for vectors: each step is, from the data side, ActNorm
     (initialised from the first batch), an LU-decomposed invertible linear map, and an
     affine coupling."""
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     _check_dim("Glow", dim, 2)
     features = _features(context_dim, embedding)
     transforms: list[Transform] = []
@@ -279,16 +234,6 @@ def Glow(  # noqa: N802
             LULinear(dim, seed=i),
             ActNorm(dim),
         ]
-    config = dict(
-        dim=dim,
-        layers=layers,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        scale_bound=scale_bound,
-        preprocess=preprocess,
-    )
     return _flow("glow", transforms, config)
 
 
@@ -311,23 +256,11 @@ def CNF(  # noqa: N802
     it by maximum likelihood or by flow matching (``fit(..., objective="fm")``); ``log_prob``
     is exact either way, and ``flow.trajectory(z0, t=[...])`` gives ``z_t`` at any times.
     Of the preprocessing, only dequantization applies (no log or logit columns)."""
+    config = dict(locals())  # the builder's arguments: what rebuilds this flow
     from flowfit.continuous import ContinuousFlow
 
     features = _features(context_dim, embedding)
     layer = ContinuousFlow(dim, hidden, features, activation, method, rtol, atol, trace, adjoint)
-    config = dict(
-        dim=dim,
-        hidden=tuple(hidden),
-        context_dim=context_dim,
-        embedding=tuple(embedding),
-        activation=activation,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        trace=trace,
-        adjoint=adjoint,
-        preprocess=preprocess,
-    )
     return _flow("cnf", [layer], config, standardize=False)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from flowfit import viz
 from flowfit._version import __version__
-from flowfit.datasets import LOGO, TABLES, TOYS, Rows, image, load_table, moons_log_prob, open_rows
+from flowfit.datasets import LOGO, TABLES, TOYS, Rows, image, load_table, moons_log_prob, open_rows, select_rows
 from flowfit.errors import InputError
 from flowfit.families import FLOWS
 from flowfit.flow import Flow
@@ -152,7 +152,7 @@ def resolve_data(
     values = _columns(table, [names.index(c) for c in columns])
     context = _columns(table, [names.index(c) for c in given]) if given else None
     order = split(torch.arange(len(table)), (0.8, 0.1, 0.1), seed=seed)
-    train, val, test = ((_rows(values, i), None if context is None else _rows(context, i)) for i in order)
+    train, val, test = ((select_rows(values, i), None if context is None else select_rows(context, i)) for i in order)
     val, test = _in_memory(val), _in_memory(test)
     reference = _in_memory(train, 10_000)
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
@@ -177,10 +177,6 @@ def resolve_data(
 
 def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:
     return table.select(columns) if isinstance(table, Rows) else table[:, columns]
-
-
-def _rows(table: Tensor | Rows, index: Tensor) -> Tensor | Rows:
-    return table.subset(index) if isinstance(table, Rows) else table[index]
 
 
 def _in_memory(pair: tuple[Any, Any], rows: int | None = None) -> Pair:

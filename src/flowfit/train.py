@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowfit.datasets import Rows
+from flowfit.datasets import Rows, read_rows, select_rows
 from flowfit.errors import CheckpointError, InputError, TrainingDivergedError
 from flowfit.flow import Flow
 
@@ -97,16 +97,6 @@ def _check_source(data: Tensor | Rows, dim: int | None, name: str) -> Tensor | R
         raise InputError(f"{name} has {data.shape[1]} columns but the flow has dimension {dim}")
     data.ranges()
     return data
-
-
-def _take(source: Tensor | Rows, index: Tensor) -> Tensor:
-    """The rows ``index`` of ``source`` as a tensor (read from disk for :class:`Rows`)."""
-    return source.take(index) if isinstance(source, Rows) else source[index.to(source.device)]
-
-
-def _subset(source: Tensor | Rows, index: Tensor) -> Tensor | Rows:
-    """The rows ``index`` of ``source``, left on disk for :class:`Rows`."""
-    return source.subset(index) if isinstance(source, Rows) else source[index]
 
 
 def check_pairs(
@@ -240,8 +230,8 @@ class _Batches:
             index = self.order[self.position : self.position + n]
             self.position += n
         index = index.tensor_split(self.world)[self.rank]
-        x = self.flow.dequantize(_take(self.x, index))
-        return x, None if self.context is None else _take(self.context, index)
+        x = self.flow.dequantize(read_rows(self.x, index))
+        return x, None if self.context is None else read_rows(self.context, index)
 
 
 class Trainer:
@@ -320,13 +310,13 @@ class Trainer:
                     raise InputError(f"{len(x)} rows are too few to hold out a validation set")
                 fractions = (config.val_fraction, 1 - config.val_fraction)
                 val_index, train_index = split(torch.arange(len(x)), fractions, config.seed or 0)
-                val_data = (_take(x, val_index), None if context is None else _take(context, val_index))
-                x, context = _subset(x, train_index), None if context is None else _subset(context, train_index)
+                val_data = (read_rows(x, val_index), None if context is None else read_rows(context, val_index))
+                x, context = select_rows(x, train_index), None if context is None else select_rows(context, train_index)
             if isinstance(x, Rows) or isinstance(context, Rows):  # on disk: initialise from a sample
                 sample = torch.arange(len(x))
                 if len(x) > INIT_ROWS:
                     sample = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:INIT_ROWS]
-                init = (flow.dequantize(_take(x, sample)), None if context is None else _take(context, sample))
+                init = (flow.dequantize(read_rows(x, sample)), None if context is None else read_rows(context, sample))
             else:
                 init = (flow.dequantize(x), context)
                 x, context = self._to(x), self._to(context)
