@@ -21,15 +21,15 @@ import torch
 
 import flowfit
 from flowfit import datasets
-from flowfit.io import write_text
-from flowfit.pipeline import TEST_SEED, TEST_SIZE, VAL_SEED, training_defaults
+from flowfit.files import write_text
+from flowfit.sources import TEST_SEED, TEST_SIZE, VAL_SEED
 from flowfit.train import nll
 
 TARGET = 0.35
 
 
 def run(objective: str, steps: int | None, val_points: int) -> dict:
-    defaults = training_defaults("cnf", objective)
+    architecture, defaults = flowfit.CNF.defaults_for(objective)
     steps = steps or defaults["steps"]
     tracking = datasets.moons(val_points, seed=VAL_SEED + 7)
     start = time.perf_counter()
@@ -48,7 +48,7 @@ def run(objective: str, steps: int | None, val_points: int) -> dict:
             reached.append(elapsed)
 
     torch.manual_seed(0)
-    flow = flowfit.CNF(2, **({"hidden": defaults["hidden"]} if "hidden" in defaults else {}))
+    flow = flowfit.CNF(2, **architecture)
     flowfit.fit(
         flow,
         lambda n: datasets.moons(n),

@@ -28,8 +28,8 @@ import torch
 
 import flowfit
 from flowfit import datasets
-from flowfit.io import write_text
-from flowfit.pipeline import TEST_SEED, TEST_SIZE
+from flowfit.files import write_text
+from flowfit.sources import TEST_SEED, TEST_SIZE
 from flowfit.train import nll
 
 

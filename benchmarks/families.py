@@ -26,8 +26,9 @@ import torch
 
 import flowfit
 from flowfit import datasets
-from flowfit.io import atomic_path, write_text
-from flowfit.pipeline import FLOW_CHOICES, TEST_SEED, TEST_SIZE, TRAINING_DEFAULTS, VAL_SEED, build_flow
+from flowfit.families import FAMILIES
+from flowfit.files import atomic_path, write_text
+from flowfit.sources import TEST_SEED, TEST_SIZE, VAL_SEED
 from flowfit.train import nll
 from flowfit.viz import bounds_of, density_grid
 
@@ -44,7 +45,7 @@ def throughput(function, repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flows", nargs="+", default=[f for f in FLOW_CHOICES if f != "cnf"])  # cnf: continuous.py
+    parser.add_argument("--flows", nargs="+", default=[f for f in FAMILIES if f != "cnf"])  # cnf: continuous.py
     parser.add_argument("--data", nargs="+", default=list(datasets.TOYS))
     parser.add_argument("--steps", type=int, help="override every family's default number of steps")
     parser.add_argument("--threads", type=int, default=2)
@@ -66,10 +67,10 @@ def main() -> None:
         if data == "moons":
             floors[data] = -datasets.moons_log_prob(test).mean().item()
         for name in args.flows:
-            defaults = TRAINING_DEFAULTS[name]
+            defaults = FAMILIES[name].cls.defaults_for("mle")[1]
             steps = args.steps or defaults["steps"]
             torch.manual_seed(0)
-            flow = build_flow(name, 2)
+            flow = FAMILIES[name].build(2)
             result = flowfit.fit(
                 flow,
                 lambda n, toy=toy: toy(n),

@@ -198,10 +198,10 @@ def defaults_run(model: str, seed: int, test) -> float | None:
     import torch
 
     import flowfit
-    from flowfit.pipeline import build_flow, training_defaults
+    from flowfit.families import FAMILIES
 
     torch.manual_seed(seed)
-    flow = build_flow(model, 2)
+    flow = FAMILIES[model].build(2)
     paused, reached = 0.0, None
     start = time.perf_counter()
 
@@ -214,7 +214,7 @@ def defaults_run(model: str, seed: int, test) -> float | None:
         paused += time.perf_counter() - now
 
     try:
-        flowfit.fit(flow, lambda n: moons(n), seed=seed, callback=check, progress=False, **training_defaults(model))
+        flowfit.fit(flow, lambda n: moons(n), seed=seed, callback=check, progress=False, **flow.defaults_for()[1])
     except Reached:
         pass
     return reached
@@ -373,7 +373,7 @@ def main() -> None:
     ensure_environment()
     import torch
 
-    from flowfit.io import write_text
+    from flowfit.files import write_text
 
     torch.set_num_threads(args.threads)
     libraries = ["flowfit", "nflows", "normflows", "zuko"]

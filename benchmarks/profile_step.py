@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import flowfit
 from flowfit import datasets
-from flowfit.io import write_text
+from flowfit.files import write_text
 from flowfit.train import adam
 
 

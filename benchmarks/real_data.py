@@ -31,7 +31,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
 from flowfit import FlowDensity, datasets
-from flowfit.io import write_text
+from flowfit.files import write_text
 from flowfit.preprocess import dequantize, quantization_step
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from flowfit import datasets
-from flowfit.io import write_text
+from flowfit.files import write_text
 
 FLOWFIT = [sys.executable, "-m", "flowfit"]
 

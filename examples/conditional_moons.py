@@ -12,7 +12,7 @@ import torch
 
 import flowfit
 from flowfit import datasets
-from flowfit.io import atomic_path
+from flowfit.files import atomic_path
 
 torch.manual_seed(0)
 flow = flowfit.NSF(dim=2, context_dim=1)  # the context is the moon's label, 0 (upper) or 1 (lower)

@@ -13,13 +13,14 @@ import matplotlib.pyplot as plt
 import torch
 
 import flowfit
-from flowfit import pipeline
-from flowfit.io import atomic_path
+from flowfit import sources
+from flowfit.families import FAMILIES
+from flowfit.files import atomic_path
 from flowfit.preprocess import bits_per_dim
 
-data = pipeline.resolve_data("digits", seed=0, preprocess="dequantize+logit[0,17]")
+data = sources.resolve("digits", seed=0, preprocess="dequantize+logit[0,17]")
 torch.manual_seed(0)
-flow = pipeline.build_flow("nsf", dim=64, plans=data.plans)
+flow = FAMILIES["nsf"].build(64, preprocess=[plan.__dict__ for plan in data.plans])
 flowfit.fit(flow, data.train[0], steps=4000, batch_size=256, lr=1e-3, seed=0, val_data=data.val[0])
 test_nll, _ = flowfit.train.nll(flow, data.test[0])
 print(f"test: {test_nll:.1f} nats per image, {bits_per_dim(test_nll, 64):.3f} bits/dim (dequantized, values 0..17)")

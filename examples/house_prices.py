@@ -15,13 +15,13 @@ import matplotlib.pyplot as plt
 import torch
 
 import flowfit
-from flowfit import pipeline
-from flowfit.io import atomic_path
+from flowfit import sources
+from flowfit.files import atomic_path
 
-data = pipeline.resolve_data("saratoga", columns=["price"], given=["livingArea"], seed=0)
+data = sources.resolve("saratoga", columns=["price"], given=["livingArea"], seed=0)
 print("preprocessing:", [plan.spec for plan in data.plans])
 torch.manual_seed(0)
-flow = pipeline.build_flow("maf", dim=1, context_dim=1, plans=data.plans)
+flow = flowfit.MAF(1, context_dim=1, preprocess=[plan.__dict__ for plan in data.plans])
 flowfit.fit(flow, data.train, steps=4000, batch_size=256, lr=2e-3, seed=0, val_data=data.val)
 test_nll, stderr = flowfit.train.nll(flow, *data.test)
 print(f"test NLL of price given livingArea: {test_nll:.3f} ± {stderr:.3f} nats (price in dollars)")

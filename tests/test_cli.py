@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from flowfit import pipeline
+from flowfit import sources
 from flowfit.cli import app
 
 runner = CliRunner()
@@ -22,9 +22,9 @@ SMALL_TEST_SET = 5000
 @pytest.fixture(autouse=True, scope="module")
 def small_test_sets():
     """Score runs on 5,000 test points instead of 100,000: these tests check plumbing."""
-    original, pipeline.TEST_SIZE = pipeline.TEST_SIZE, SMALL_TEST_SET
+    original, sources.TEST_SIZE = sources.TEST_SIZE, SMALL_TEST_SET
     yield
-    pipeline.TEST_SIZE = original
+    sources.TEST_SIZE = original
 
 
 def run(*args: str):
@@ -150,11 +150,13 @@ def assert_clean_failure(result, message: str) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("a,b\nx,y\n", "is not a number"),
+        ("x0,x1\n1,y\n", "is not a number"),
         ("", "empty"),
-        ("a,b\n1,nan\n", "NaN"),
+        ("x0,x1\n1,nan\n", "NaN"),
         ("1,2\n3,inf\n", "inf"),
-        ("a,b,c\n1,2,3\n", "3 columns but the model expects 2"),
+        ("1,2,3\n4,5,6\n", "3 columns and no header, but the model expects 2"),
+        ("1\n2\n", "1 columns and no header, but the model expects 2"),
+        ("a,b,c\n1,2,3\n", "no column named 'x0', 'x1' (the model's columns have no names"),
     ],
 )
 def test_density_rejects_bad_input(model_dir, tmp_path, content: str, message: str) -> None:
@@ -198,7 +200,7 @@ def test_bad_train_arguments(tmp_path) -> None:
     out = tmp_path / "run"
     assert_clean_failure(run("train", "--data", "nonesuch", "--out", out), "neither a file nor")
     assert_clean_failure(run("train", "--flow", "nonesuch", "--out", out), "not a flow family")
-    assert_clean_failure(run("train", "--steps", "0", "--out", out), "--steps must be")
+    assert_clean_failure(run("train", "--steps", "0", "--out", out), "steps (--steps) must be a positive integer")
     constant = tmp_path / "constant.csv"
     constant.write_text("a,b\n" + "".join(f"{i},1\n" for i in range(50)))
     assert_clean_failure(run("train", "--data", constant, "--out", out, "--no-progress"), "constant")

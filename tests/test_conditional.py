@@ -31,7 +31,7 @@ def true_log_prob(x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["maf", "realnvp"])
 def test_learned_conditional_density_matches_the_truth(name: str) -> None:
     torch.manual_seed(0)
-    flow = flowfit.FLOWS[name](2, layers=3, hidden=(64, 64), context_dim=1)
+    flow = flowfit.FAMILIES[name].build(2, layers=3, hidden=(64, 64), context_dim=1)
     flowfit.fit(flow, draw, steps=2000, batch_size=512, lr=3e-3, seed=0, progress=False)
     x, context = draw(5000, torch.Generator().manual_seed(1))
     gap = (flow.log_prob(x, context) - true_log_prob(x, context)).detach()

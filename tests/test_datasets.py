@@ -75,62 +75,6 @@ def test_checkerboard_lies_on_dark_squares() -> None:
     assert bool((parity == parity[0]).all())
 
 
-# -- files ----------------------------------------------------------------------------------
-def test_load_csv_with_and_without_header(tmp_path) -> None:
-    with_header = tmp_path / "a.csv"
-    with_header.write_text("area,price\n1.5,2\n3,4.25\n")
-    values, names = datasets.load_table(with_header)
-    assert names == ["area", "price"]
-    torch.testing.assert_close(values, torch.tensor([[1.5, 2.0], [3.0, 4.25]]))
-    plain = tmp_path / "b.csv"
-    plain.write_text("1,2\n3,4\n")
-    values, names = datasets.load_table(plain)
-    assert names == ["x0", "x1"] and values.shape == (2, 2)
-    values, names = datasets.load_table(with_header, columns=["price"])
-    assert names == ["price"] and values[:, 0].tolist() == [2.0, 4.25]
-
-
-def test_load_tsv_and_npy(tmp_path) -> None:
-    tsv = tmp_path / "a.tsv"
-    tsv.write_text("a\tb\n1\t2\n")
-    assert datasets.load_table(tsv)[1] == ["a", "b"]
-    npy = tmp_path / "a.npy"
-    np.save(npy, np.arange(6.0).reshape(3, 2))
-    values, _ = datasets.load_table(npy)
-    assert values.shape == (3, 2) and values[2, 1] == 5
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("", "empty"),
-        ("a,b\n", "no data rows"),
-        ("a,b\n1,x\n", "'x' is not a number"),
-        ("a,b\n1,2\n3\n", "line 3 has 1 fields"),
-        ("a,b\n1,nan\n", "NaN and inf"),
-        ("1,2\ninf,3\n", "NaN and inf"),
-    ],
-)
-def test_bad_csv_files(tmp_path, content: str, message: str) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text(content)
-    with pytest.raises(InputError, match=message):
-        datasets.load_table(path)
-
-
-def test_bad_npy_and_missing_column(tmp_path) -> None:
-    path = tmp_path / "bad.npy"
-    path.write_bytes(b"not an array")
-    with pytest.raises(InputError, match=r"not a readable \.npy"):
-        datasets.load_table(path)
-    good = tmp_path / "a.csv"
-    good.write_text("a,b\n1,2\n")
-    with pytest.raises(InputError, match="no column named 'c'"):
-        datasets.load_table(good, columns=["c"])
-    with pytest.raises(InputError, match="no such file"):
-        datasets.load_table(tmp_path / "missing.csv")
-
-
 def test_image_density_follows_darkness(tmp_path) -> None:
     from PIL import Image
 
@@ -174,54 +118,9 @@ def test_render_text_makes_a_dark_word(tmp_path) -> None:
     assert 0.05 < darkness.mean().item() < 0.8
 
 
-def test_load_npz_and_parquet(tmp_path) -> None:
-    single = tmp_path / "one.npz"
-    np.savez(single, np.arange(6.0).reshape(3, 2))
-    assert datasets.load_table(single)[0].shape == (3, 2)
-    several = tmp_path / "two.npz"
-    np.savez(several, data=np.ones((4, 3)), other=np.zeros(2))
-    assert datasets.load_table(several)[0].shape == (4, 3)
-    ambiguous = tmp_path / "three.npz"
-    np.savez(ambiguous, a=np.ones((4, 3)), b=np.zeros(2))
-    with pytest.raises(InputError, match="name the one"):
-        datasets.load_table(ambiguous)
-    import pandas as pd
-
-    parquet = tmp_path / "table.parquet"
-    pd.DataFrame({"area": [1.0, 2.0, 3.0], "label": ["a", "b", "c"], "rooms": [1, 2, 3]}).to_parquet(parquet)
-    values, names = datasets.load_table(parquet)
-    assert names == ["area", "rooms"] and values.shape == (3, 2)
-
-
 def test_tables_that_ship_inside_packages() -> None:
     values, names = datasets.digits()
     assert values.shape == (1797, 64) and values.max() == 16 and names[0] == "px0"
     values, names = datasets.saratoga()
     assert values.shape == (1728, 10) and "price" in names and "livingArea" in names
     assert torch.isfinite(values).all()
-
-
-def test_rows_on_disk_read_what_they_select(tmp_path) -> None:
-    table = np.arange(40.0).reshape(10, 4)
-    np.save(tmp_path / "t.npy", table)
-    rows, names = datasets.open_rows(tmp_path / "t.npy")
-    assert names == ["x0", "x1", "x2", "x3"] and rows.shape == (10, 4)
-    part = rows.subset(torch.tensor([7, 2, 5])).select([3, 1])
-    # rows come back in the order asked for, whatever the order on disk
-    expected = torch.tensor(table[[7, 2, 5]][:, [3, 1]], dtype=torch.float32)
-    assert torch.equal(part.take(), expected)
-    assert torch.equal(part.take(torch.tensor([2, 0])), expected[[2, 0]])
-    low, high = part.ranges(chunk_rows=2)
-    assert low.tolist() == [11.0, 9.0] and high.tolist() == [31.0, 29.0]
-
-
-def test_rows_on_disk_report_the_bad_row(tmp_path) -> None:
-    table = np.zeros((50, 2))
-    table[37, 1] = np.nan
-    np.save(tmp_path / "t.npy", table)
-    rows, _ = datasets.open_rows(tmp_path / "t.npy")
-    with pytest.raises(InputError, match=r"row 38, column 1 is nan"):
-        rows.ranges(chunk_rows=8)
-    (tmp_path / "t.csv").write_text("1,2\n")
-    with pytest.raises(InputError, match=r"only \.npy"):
-        datasets.open_rows(tmp_path / "t.csv")

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import flowfit
-from flowfit import FLOWS
+from flowfit import FAMILIES
+from flowfit.families import family_for, family_of
+from flowfit.transforms import AffineCoupling, RandomPermutation, Reverse, Standardize
 
 from .helpers import check_bijection, randomize
 
@@ -23,7 +25,7 @@ SMALL = {
 
 
 def build(name: str, dim: int, context_dim: int = 0, **extra) -> flowfit.Flow:
-    builder = FLOWS["nsf" if name == "nsf_ar" else name]
+    builder = FAMILIES["nsf" if name == "nsf_ar" else name].cls
     flow = builder(dim, context_dim=context_dim, **SMALL[name], **extra).double()
     randomize(flow, scale=0.3, seed=dim + context_dim)
     flow.initialize(
@@ -35,7 +37,7 @@ def build(name: str, dim: int, context_dim: int = 0, **extra) -> flowfit.Flow:
 
 def test_every_registered_family_is_tested() -> None:
     # the continuous flow has its own tests (tests/test_continuous.py)
-    assert set(FLOWS) - {"cnf"} == {"nsf" if k == "nsf_ar" else k for k in SMALL}
+    assert set(FAMILIES) - {"cnf"} == {k.replace("_", "-") for k in SMALL}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -78,7 +80,7 @@ def test_save_and_load(name: str, tmp_path) -> None:
     flow = build(name, 3, context_dim=1)
     flowfit.save(flow, tmp_path)
     loaded = flowfit.load(tmp_path)
-    assert loaded._anchor.dtype == torch.float64
+    assert loaded.dtype == torch.float64 and type(loaded) is type(flow)
     x, c = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
     torch.testing.assert_close(loaded.log_prob(x, c), flow.log_prob(x, c), atol=0, rtol=0)
 
@@ -119,5 +121,69 @@ def test_maf_and_iaf_fast_directions() -> None:
 )
 def test_layers_argument_is_honoured(name: str, kwargs: dict, layer_type: str) -> None:
     for layers in (1, 3):
-        flow = FLOWS[name](3, layers=layers, hidden=(4,), **kwargs)
+        flow = FAMILIES[name].cls(3, layers=layers, hidden=(4,), **kwargs)
         assert sum(type(m).__name__ == layer_type for m in flow.modules()) == layers
+
+
+def test_families_are_flow_classes_with_one_registry() -> None:
+    flow = flowfit.RealNVP(2)
+    assert isinstance(flow, flowfit.RealNVP) and isinstance(flow, flowfit.Flow)
+    assert family_of(flowfit.NSF(2, autoregressive=True)) == "nsf-ar" and family_of(flowfit.NSF(2)) == "nsf"
+    assert FAMILIES["nsf-ar"].defaults()["autoregressive"] is True
+    assert FAMILIES["realnvp"].defaults()["layers"] == 6 and FAMILIES["cnf"].defaults("fm")["hidden"] == (128,) * 3
+    assert family_of(flowfit.Flow([Reverse(2)], 2)) == ""
+
+
+def test_one_dimensional_data_get_the_autoregressive_spline_and_say_so() -> None:
+    family, notice = family_for("realnvp", 1)
+    assert family.name == "nsf-ar" and "realnvp needs at least 2 columns" in notice
+    assert family_for("maf", 1) == (FAMILIES["maf"], "")
+    with pytest.raises(ValueError, match="not a flow family"):
+        family_for("nope", 2)
+
+
+def test_a_hand_composed_flow_saves_and_loads(tmp_path) -> None:
+    torch.manual_seed(0)
+    flow = flowfit.Flow(
+        [AffineCoupling(3, hidden=(8,)), RandomPermutation(3, seed=4), AffineCoupling(3, swap=True), Standardize(3)],
+        dim=3,
+        base=flowfit.StudentT(3, df=4.0),
+    ).double()
+    randomize(flow, scale=0.3)
+    flow.initialize(torch.randn(50, 3, dtype=torch.float64) * 3)
+    flowfit.save(flow, tmp_path)
+    loaded = flowfit.load(tmp_path)
+    assert type(loaded) is flowfit.Flow and isinstance(loaded.base, flowfit.StudentT)
+    x = torch.randn(20, 3, dtype=torch.float64)
+    torch.testing.assert_close(loaded.log_prob(x), flow.log_prob(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"hidden": [1_000_000, 1_000_000]}, "parameters, more than"),
+        ({"layers": 1_000_000_000}, "more than the 1,000 flowfit allows"),
+        ({"hidden": [1e6, 1e6]}, "positive integer"),
+        ({"layers": "many"}, "positive integer"),
+    ],
+)
+def test_sizes_are_checked_before_anything_is_built(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        flowfit.RealNVP(2, **config)
+
+
+@pytest.mark.parametrize("cls", [flowfit.RealNVP, flowfit.NICE, flowfit.NSF])
+def test_couplings_in_three_or_more_dimensions_permute_between_layers(cls) -> None:
+    """Columns in the same half would otherwise only ever see each other through the other
+    half: every pair of columns must be split across some coupling."""
+    dim = 6
+    flow = cls(dim, layers=6, hidden=(4,))
+    order = list(range(dim))  # which input coordinate sits at each position, base side first
+    split = set()
+    for layer in flow.layers:
+        if isinstance(layer, RandomPermutation):
+            order = [order[int(p)] for p in layer.perm]
+        elif hasattr(layer, "split"):
+            first, second = set(order[: layer.split]), set(order[layer.split :])
+            split |= {frozenset((a, b)) for a in first for b in second}
+    assert len(split) == dim * (dim - 1) // 2

@@ -10,7 +10,7 @@ import torch
 
 import flowfit
 from flowfit.errors import InputError
-from flowfit.preprocess import ColumnPlan, auto_plan, make_plan, parse_spec, quantization_step
+from flowfit.preprocess import ColumnPlan, auto_plan, check_plans, make_plan, parse_spec, quantization_step
 from flowfit.train import nll
 from flowfit.transforms import ColumnMaps
 
@@ -75,12 +75,21 @@ def test_explicit_specs() -> None:
         ("nonesuch", "unknown preprocessing"),
         ("logit[5,1]", "a < b"),
         ("c=log", "does not have"),
-        ("b=logit[0,6]", "outside"),
+        ("a=log,a=none", "sets column 'a' twice"),
     ]:
         with pytest.raises(InputError, match=message):
             make_plan(values, ["a", "b"], spec)
-    with pytest.raises(InputError, match="<= 0"):
-        make_plan(torch.tensor([[0.0], [1.0], [2.5]]), ["a"], "log")
+    with pytest.raises(InputError, match=r"row 3, column 'b' is 7: logit\[0,6\] needs values inside \(0, 6\)"):
+        check_plans(make_plan(values, ["a", "b"], "b=logit[0,6]"), values, ["a", "b"])
+    zero = torch.tensor([[1.0], [0.0], [2.5]])
+    with pytest.raises(InputError, match="row 12, column 'a' is 0: log needs values > 0"):
+        check_plans(make_plan(zero, ["a"], "log"), zero, ["a"], first_row=10)
+
+
+def test_auto_does_not_choose_log_for_a_column_positive_only_in_the_training_rows() -> None:
+    prices = torch.exp(torch.randn(2000, 1, generator=torch.Generator().manual_seed(0)) + 12)
+    assert make_plan(prices, ["price"])[0].kind == "log"
+    assert make_plan(prices, ["price"], lowest=[0.0])[0].kind == "none"  # a 0 among the other rows
 
 
 def test_dequantized_training_and_scoring() -> None:

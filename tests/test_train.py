@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flowfit
-from flowfit import datasets
+from flowfit import datasets, tables
 from flowfit.errors import InputError, TrainingDivergedError
 from flowfit.train import nll
 
@@ -71,7 +71,7 @@ def test_divergence_names_the_step() -> None:
         calls += 1
         batch = datasets.moons(n)
         if calls > 2 + 7:  # two draws for initialisation and validation, then 7 good steps
-            batch[0, 0] = float("inf")
+            batch[0, 0] = 1e30  # a float32 the data check lets through, whose log-density overflows
         return batch
 
     flow = small_flow()
@@ -86,7 +86,10 @@ def test_divergence_names_the_step() -> None:
     [
         (torch.randn(100, 3), "3 columns"),
         (torch.randn(100), "2-D"),
-        (torch.tensor([[0.0, float("nan")]] * 50), "NaN or inf"),
+        (torch.tensor([[0.0, float("nan")]] * 50), "row 1, column '1' is nan"),
+        (torch.tensor([[0.0, 1e300]] * 50, dtype=torch.float64), "beyond the largest float32"),
+        (torch.tensor([[1.0, 1e-300]] * 50, dtype=torch.float64), "below the smallest normal float32"),
+        (np.zeros((50, 2), dtype=np.complex64), "complex"),
         (torch.randn(3, 2), "too few"),
     ],
 )
@@ -131,7 +134,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path) -> None:
     uninterrupted = resumable_run(tmp_path / "a", interrupt_at=None)
     with pytest.raises(KeyboardInterrupt):
         resumable_run(tmp_path / "b", interrupt_at=30)
-    assert (tmp_path / "b" / "checkpoint" / "trainer.json").exists()
+    assert (tmp_path / "b" / "checkpoint" / "checkpoint.safetensors").exists()
     resumed = resumable_run(tmp_path / "b", interrupt_at=None, resume=True)
     assert torch.equal(resumed, uninterrupted)
 
@@ -178,12 +181,12 @@ def test_a_huge_learning_rate_ends_in_a_clear_error_or_recovers(tmp_path) -> Non
     except TrainingDivergedError as error:
         assert "step" in str(error)
     assert all(torch.isfinite(p).all() for p in flow.parameters())
-    if (tmp_path / "trainer.safetensors").exists():  # any checkpoint written holds finite numbers only
+    if (tmp_path / "checkpoint.safetensors").exists():  # any checkpoint written holds finite numbers only
         from safetensors.torch import load_file
 
         assert all(
             torch.isfinite(v).all()
-            for v in load_file(tmp_path / "trainer.safetensors").values()
+            for v in load_file(tmp_path / "checkpoint.safetensors").values()
             if v.is_floating_point()
         )
 
@@ -205,11 +208,10 @@ def test_early_stopping_and_plateau_schedule(tmp_path) -> None:
     torch.manual_seed(0)
     flow = small_flow()
     log = tmp_path / "log.csv"
-    shifted = datasets.moons(500, seed=1) + torch.tensor([3.0, 0.0])  # fitting moons makes these less likely
     result = flowfit.fit(
         flow,
-        datasets.moons(500, seed=0),
-        val_data=shifted,
+        datasets.moons(100, seed=0),  # few rows: validation stalls long before 2000 steps
+        val_data=datasets.moons(500, seed=1),
         steps=2000,
         lr=3e-3,
         val_every=5,
@@ -220,7 +222,34 @@ def test_early_stopping_and_plateau_schedule(tmp_path) -> None:
     )
     assert result.stopped_at < 2000
     lines = log.read_text().splitlines()
-    assert lines[0] == "step,train_loss,val_metric,lr" and len(lines) == len(result.val_curve) + 1
+    assert lines[0] == "step,train_loss,val_metric,lr,skipped" and len(lines) == len(result.val_curve) + 1
+
+
+def test_a_run_that_never_beats_the_untrained_flow_says_so_and_keeps_it() -> None:
+    """Validation data the training makes less likely (shifted): the untrained flow is the best
+    state; it is kept (its numbers are honest) and the run says so."""
+    torch.manual_seed(0)
+    flow = small_flow()
+    shifted = datasets.moons(500, seed=1) + torch.tensor([3.0, 0.0])
+    with pytest.warns(flowfit.FlowfitWarning, match="never beat the untrained flow"):
+        result = flowfit.fit(flow, datasets.moons(500, seed=0), val_data=shifted, steps=200, lr=3e-3, progress=False)
+    assert result.best_step == 0 and result.best_val_nll == result.start_val == nll(flow, shifted)[0]
+
+
+def test_a_validation_that_is_never_finite_keeps_nothing() -> None:
+    """Validation rows outside the flow's support (a log column meeting a 0): no state was
+    ever measured, so none may be kept as the best (it was: the untrained weights, exit 0)."""
+    from dataclasses import asdict
+
+    from flowfit.preprocess import ColumnPlan
+
+    plans = [asdict(ColumnPlan("log")), asdict(ColumnPlan())]
+    flow = flowfit.RealNVP(2, layers=2, hidden=(8,), preprocess=plans)
+    train = datasets.moons(500, seed=0) + torch.tensor([3.0, 0.0])
+    val = train[:50].clone()
+    val[0, 0] = 0.0
+    with pytest.raises(TrainingDivergedError, match="never finite"):
+        flowfit.fit(flow, train, val_data=val, steps=20, progress=False)
 
 
 def test_spikes_that_keep_coming_roll_back_then_stop() -> None:
@@ -248,7 +277,7 @@ def test_training_from_disk_equals_training_in_memory(tmp_path, conditional: boo
     """A memory-mapped .npy read a batch at a time trains exactly as the same rows in memory."""
     x, label = datasets.labelled_moons(1500, seed=0)
     np.save(tmp_path / "t.npy", torch.cat([x, label], dim=1).double().numpy())
-    rows, _ = datasets.open_rows(tmp_path / "t.npy")
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
 
     def run(data) -> torch.Tensor:
         torch.manual_seed(0)
@@ -278,14 +307,15 @@ def test_tensorboard_gets_the_curves(tmp_path) -> None:
 
 
 def test_a_checkpoint_with_nan_is_never_written(tmp_path) -> None:
-    from flowfit.train import TrainConfig, Trainer
+    from flowfit.train import Checkpointer, Trainer, TrainOptions
 
     flow = small_flow()
-    trainer = Trainer(flow, datasets.moons(500, seed=0), TrainConfig(steps=5), checkpoint_dir=tmp_path, progress=False)
-    trainer.save_checkpoint()
-    written = (tmp_path / "trainer.safetensors").read_bytes()
+    checkpointer = Checkpointer(tmp_path, every=1)
+    trainer = Trainer(flow, datasets.moons(500, seed=0), TrainOptions(steps=5), checkpointer=checkpointer)
+    checkpointer.save(trainer.parts())
+    written = checkpointer.path.read_bytes()
     with torch.no_grad():
         next(flow.parameters())[0] = float("nan")
     with pytest.raises(flowfit.CheckpointError, match="non-finite"):
-        trainer.save_checkpoint()
-    assert (tmp_path / "trainer.safetensors").read_bytes() == written  # the good one is kept
+        checkpointer.save(trainer.parts())
+    assert checkpointer.path.read_bytes() == written  # the good one is kept

@@ -1,3 +1,5 @@
+import sys
+
 from flowfit.cli import main
 
-main()
+sys.exit(main())

@@ -1,40 +1,82 @@
 """The ``flowfit`` command: train a flow, sample from it, score points, animate it.
 
-Every error a user can cause ends with one line on stderr (``error: ...``) and exit code 1;
-outputs are written atomically and never overwritten without ``--force``.
+Every error a user can cause ends with one line on stderr (``error: ...``) and a non-zero
+exit code; outputs are checked before any work, written atomically (or streamed, for ``-``
+and devices) and never overwritten without ``--force``. SIGTERM cleans up like Ctrl-C.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import numpy as np
-import torch
 import typer
+from typer.core import TyperCommand
 
+from flowfit import options as training_options
+from flowfit._version import __version__
 from flowfit.errors import FlowfitError, InputError
+from flowfit.families import FAMILIES
 
 app = typer.Typer(
     help="Normalizing flows: learn an invertible map from N(0, I) to your data, then score, sample and animate it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class StrictCommand(TyperCommand):
+    """A command that refuses an option given twice (``--lr 1 --lr 2``), which click would
+    settle silently by keeping the last."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        counts: dict[str, int] = {}
+        for arg in args:
+            if arg == "--":
+                break
+            for param in self.params:
+                names = [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]
+                if not getattr(param, "multiple", False) and arg.split("=", 1)[0] in names:
+                    counts[names[0]] = counts.get(names[0], 0) + 1
+        repeated = [name for name, count in counts.items() if count > 1]
+        if repeated:
+            raise typer.BadParameter(f"{repeated[0]} is given more than once; give it once")
+        return super().parse_args(ctx, args)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"flowfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Normalizing flows: learn an invertible map from N(0, I) to your data, then score, sample and animate it."""
+
+
 def _clean_errors(command: F) -> F:
-    """Turn flowfit's errors into one line on stderr and exit code 1."""
+    """One line on stderr and exit code 1 for flowfit's errors; SIGTERM ends like Ctrl-C."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flowfit.files import terminate_gracefully
+
         try:
-            return command(*args, **kwargs)
+            with terminate_gracefully():
+                return command(*args, **kwargs)
         except FlowfitError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
@@ -45,114 +87,141 @@ def _clean_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _positive(value: int, name: str) -> int:
-    if value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value}")
-    return value
+def _per_family(argument: str, objective: str = "mle") -> str:
+    """``[default: realnvp 6, nsf 4, ...]``: a constructor argument's default per family."""
+    values = [f"{f.name} {_text(f.defaults(objective)[argument])}" for f in FAMILIES.values() if f.accepts(argument)]
+    extra = f"; cnf with fm {_text(FAMILIES['cnf'].defaults('fm')[argument])}" if argument == "hidden" else ""
+    return f"[default: {', '.join(values)}{extra}]"
 
 
-def _refuse_overwrite(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise InputError(f"{path} already exists; pass --force to replace it")
+def _training_default(name: str) -> str:
+    values = [f"{f.name} {f.cls.defaults_for('mle')[1][name]:g}" for f in FAMILIES.values()]
+    return f"[default: {', '.join(values)}; cnf with fm {FAMILIES['cnf'].cls.defaults_for('fm')[1][name]:g}]"
 
 
-def _int_list(text: str | None, name: str) -> tuple[int, ...] | None:
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+
+def _with_training_options(command: F) -> F:
+    """Add one command-line option per :class:`~flowfit.options.TrainOptions` field (same
+    name, same default) to ``command``, which receives them as ``training``, a dict."""
+    fields = training_options.fields()
+    extra = []
+    for item in fields:
+        kind = training_options.value_type(item)
+        help_text = item.metadata["help"]
+        if item.name in ("steps", "batch_size", "lr"):
+            help_text += " " + _training_default(item.name)
+        if item.metadata["choices"]:
+            help_text += f" One of: {', '.join(item.metadata['choices'])}."
+        annotation = Annotated[kind | None if item.default is None else kind, typer.Option(help=help_text)]
+        extra.append(
+            inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=item.default, annotation=annotation)
+        )
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        return command(training={item.name: kwargs.pop(item.name) for item in fields}, **kwargs)
+
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "training"]
+    wrapper.__signature__ = inspect.Signature([*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+    return wrapper  # type: ignore[return-value]
+
+
+def _names(values: list[str] | None, option: str) -> list[str] | None:
+    """Comma-separated names from a (repeatable) option; a name given twice is an error."""
+    if not values:
+        return None
+    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"{option} names {', '.join(map(repr, repeated))} more than once")
+    return names
+
+
+def _int_list(text: str | None, option: str) -> list[int] | None:
     if text is None:
         return None
     try:
-        return tuple(_positive(int(part), name) for part in text.split(","))
+        return [int(part) for part in text.split(",")]
     except ValueError:
-        raise InputError(f"{name} must be comma-separated integers, got {text!r}") from None
+        raise InputError(f"{option} must be comma-separated integers, got {text!r}") from None
 
 
-def _names(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
-@app.command()
+@app.command(cls=StrictCommand)
 @_clean_errors
+@_with_training_options
 def train(
+    ctx: typer.Context,
     data: Annotated[
         str,
         typer.Option(
             help="A toy data set (moons, circles, eight_gaussians, checkerboard, pinwheel, spirals), "
             "image:PATH (points drawn from a picture's dark pixels), logo (flowfit's own picture), "
             "saratoga or digits (tables that ship inside packages), or a .csv/.tsv/.npy/.npz/.parquet file "
-            "whose rows are samples."
+            "whose rows are samples (FILE.npz:NAME picks an array)."
         ),
     ] = "moons",
-    flow: Annotated[
-        str, typer.Option(help="Flow family: realnvp, nsf, nsf-ar, maf, iaf, nice, glow, cnf.")
-    ] = "realnvp",
-    objective: Annotated[
-        str, typer.Option(help="mle (maximum likelihood) or, for --flow cnf, fm (flow matching).")
-    ] = "mle",
-    layers: Annotated[int | None, typer.Option(help="Number of transforms [default: the family's].")] = None,
+    flow: Annotated[str, typer.Option(help=f"Flow family: {', '.join(FAMILIES)}.")] = "realnvp",
+    layers: Annotated[int | None, typer.Option(help="Number of transforms " + _per_family("layers"))] = None,
     hidden: Annotated[
-        str | None,
-        typer.Option(help="Hidden sizes of each conditioner network, comma separated [default: the family's]."),
+        str | None, typer.Option(help="Hidden sizes of each network, comma separated " + _per_family("hidden"))
     ] = None,
-    bins: Annotated[int | None, typer.Option(help="Spline bins (nsf, nsf-ar) [default: 8].")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps [default: the family's].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate of Adam [default: the family's].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Samples per step, over all processes [default: 512].")] = None,
-    schedule: Annotated[str, typer.Option(help="Learning-rate schedule: cosine, plateau or constant.")] = "cosine",
-    ema: Annotated[float | None, typer.Option(help="Average the weights with this EMA decay (e.g. 0.999).")] = None,
-    patience: Annotated[int | None, typer.Option(help="Stop after this many validations without improvement.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (weights, batches, data split).")] = 0,
+    bins: Annotated[int | None, typer.Option(help="Spline bins " + _per_family("bins"))] = None,
     columns: Annotated[
-        str | None, typer.Option(help="File columns to model, comma separated [default: all others].")
+        list[str] | None, typer.Option(help="File columns to model, comma separated [default: all others].")
     ] = None,
     given: Annotated[
-        str | None, typer.Option(help="File columns to condition on, comma separated: trains p(columns | given).")
+        list[str] | None, typer.Option(help="File columns to condition on, comma separated: trains p(columns | given).")
     ] = None,
     preprocess: Annotated[
         str,
         typer.Option(
-            help="Per-column preprocessing of file data: auto, none, log, logit[a,b], dequantize, dequantize+log, "
+            help="Per-column preprocessing of tables: auto, none, log, logit[a,b], dequantize, dequantize+log, "
             "or name=spec,name=spec (others auto)."
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 or float64.")] = "float32",
-    checkpoint_every: Annotated[
-        int, typer.Option(help="Checkpoint every this many steps (and on Ctrl-C), in OUT.partial/; 0: only on Ctrl-C.")
-    ] = 1000,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/train"),
-    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it is a flowfit run.")] = False,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue the interrupted run of this --out directory, with its own settings."),
+        typer.Option(help="Continue the interrupted run of this --out directory, with its own settings (alone)."),
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write the pictures (samples, density, layers, GIF, ...).")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    training: dict[str, Any] | None = None,
 ) -> None:
     """Train a flow by maximum likelihood and write model, metrics and pictures to --out."""
+    from flowfit.options import TrainOptions
     from flowfit.runner import RunSettings, run_training
 
     if resume is not None:
+        others = [
+            f"--{name.replace('_', '-')}"
+            for name in ctx.params
+            if name not in ("resume", "progress")
+            and ctx.get_parameter_source(name).name not in ("DEFAULT", "DEFAULT_MAP")
+        ]
+        if others:
+            raise InputError(f"--resume continues with the run's own settings; do not pass {', '.join(others)}")
         run_training(RunSettings.load(resume), resume=True, progress=progress, echo=typer.echo)
         return
     settings = RunSettings(
         data=data,
+        columns=_names(columns, "--columns"),
+        given=_names(given, "--given"),
+        preprocess=preprocess,
         flow=flow,
-        objective=objective,
         layers=layers,
         hidden=_int_list(hidden, "--hidden"),
         bins=bins,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        schedule=schedule,
-        ema=ema,
-        patience=patience,
-        seed=seed,
-        columns=_names(columns),
-        given=_names(given),
-        preprocess=preprocess,
+        training=TrainOptions(**(training or {})),
         device=device,
         dtype=dtype,
-        checkpoint_every=checkpoint_every,
         out=str(out),
         force=force,
         plots=plots,
@@ -160,108 +229,164 @@ def train(
     run_training(settings, resume=False, progress=progress, echo=typer.echo)
 
 
-def _parse_given(text: str | None, flow: Any) -> torch.Tensor | None:
-    """``"a=1.5,b=2"`` -> a ``(1, context_dim)`` tensor in the model's order of given columns."""
+def _parse_given(values: list[str] | None, flow: Any) -> Any:
+    """``["a=1.5,b=2"]`` -> a ``(1, context_dim)`` tensor in the model's order of given columns."""
+    import math
+
+    import torch
+
     names: list[str] = list(flow.metadata.get("given") or [])
     if not flow.context_dim:
-        if text:
+        if values:
             raise InputError("--given: this model is unconditional")
         return None
-    if not text:
-        raise InputError(f"this model is conditional: pass --given with {', '.join(f'{n}=VALUE' for n in names)}")
-    values: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
+    expected = ", ".join(f"{n}=VALUE" for n in names)
+    if not values:
+        raise InputError(f"this model is conditional: pass --given {expected}")
+    given: dict[str, float] = {}
+    for part in (p for value in values for p in value.split(",") if p.strip()):
+        name, sep, value = (piece.strip() for piece in part.partition("="))
+        if not sep:
+            raise InputError(f"--given takes NAME=VALUE, got {part.strip()!r}")
+        if name in given:
+            raise InputError(f"--given sets {name!r} more than once")
         try:
-            values[name.strip()] = float(value) if sep else float("nan")
+            given[name] = float(value)
         except ValueError:
-            raise InputError(f"--given: {value.strip()!r} is not a number") from None
-    if sorted(values) != sorted(names) or not all(np.isfinite(list(values.values()))):
-        raise InputError(f"--given must set exactly {', '.join(f'{n}=VALUE' for n in names)}, got {text!r}")
-    return torch.tensor([[values[n] for n in names]])
+            raise InputError(f"--given: {value!r} is not a number") from None
+        if not math.isfinite(given[name]):
+            raise InputError(f"--given {name}={value}: the value must be finite")
+    if sorted(given) != sorted(names):
+        raise InputError(f"--given must set exactly {expected}")
+    return torch.tensor([[given[n] for n in names]], dtype=torch.float64)
 
 
-@app.command()
+def _warn_far(flow: Any, far: int, total: int, what: str) -> None:
+    if far:
+        typer.echo(
+            f"warning: {far} of {total} {what} far outside the training data (beyond its range by more than "
+            "the range's width): the numbers there are extrapolation",
+            err=True,
+        )
+
+
+def _say(out: Path, text: str) -> None:
+    """Status lines go to stderr when the output itself goes to stdout."""
+    typer.echo(text, err=str(out) == "-")
+
+
+@app.command(cls=StrictCommand)
 @_clean_errors
 def sample(
     model: Annotated[Path, typer.Option(help="Run directory of a trained model.")],
-    n: Annotated[int, typer.Option("-n", help="Number of samples.")] = 1000,
-    out: Annotated[Path, typer.Option(help="CSV file to write.")] = Path("samples.csv"),
+    n: Annotated[int, typer.Option("-n", help="Number of samples (per --given row).")] = 1000,
+    out: Annotated[Path, typer.Option(help="CSV file to write; - for standard output.")] = Path("samples.csv"),
     given: Annotated[
-        str | None, typer.Option(help='Context of a conditional model, e.g. "livingArea=2000" (comma separated).')
+        list[str] | None, typer.Option(help='Context of a conditional model, e.g. "livingArea=2000" (comma separated).')
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Draw samples from a trained model into a CSV file (dequantized columns rounded back down)."""
-    from flowfit.io import atomic_path, load
+    import numpy as np
+    import torch
 
-    _positive(n, "-n")
-    _refuse_overwrite(out, force)
+    from flowfit.files import check_output, open_output
+    from flowfit.io import load
+
+    if n < 1:
+        raise InputError(f"-n must be a positive integer, got {n}")
+    check_output(out, force)
     flow = load(model)
     context = _parse_given(given, flow)
+    if context is not None:
+        _warn_far(flow, int(flow.far_outside(None, context).sum()), 1, "--given rows lie")
     if seed is not None:
         torch.manual_seed(seed)
     chunk = 65536  # drawn and written a chunk at a time: memory stays flat for any n
-    with atomic_path(out) as temporary, temporary.open("w") as handle, torch.inference_mode():
+    with open_output(out, force) as handle, torch.inference_mode():
         handle.write(",".join(_columns(flow)) + "\n")
         for done in range(0, n, chunk):
             values = flow.quantize(flow.sample(min(chunk, n - done), context).reshape(-1, flow.dim))
             np.savetxt(handle, values.double().numpy(), delimiter=",", fmt="%.8g")
-    typer.echo(f"wrote {n} samples to {out}")
+    _say(out, f"wrote {n} samples to {out}")
 
 
-@app.command()
+@app.command(cls=StrictCommand)
 @_clean_errors
 def density(
     model: Annotated[Path, typer.Option(help="Run directory of a trained model.")],
-    input_path: Annotated[Path, typer.Option("--input", help="CSV/TSV/.npy file of points, one per row.")],
-    out: Annotated[Path, typer.Option(help="CSV file to write (one column, log_prob).")] = Path("logp.csv"),
+    input_path: Annotated[str, typer.Option("--input", help="CSV/TSV/.npy/.npz/.parquet file of points, one per row.")],
+    out: Annotated[Path, typer.Option(help="CSV file to write (one column, log_prob); - for stdout.")] = Path(
+        "logp.csv"
+    ),
     chunk_rows: Annotated[int, typer.Option(help="Rows read and scored at a time (memory stays flat).")] = 65536,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Write the exact log-density (nats, in the data's units) of each input row.
 
-    A file with a header row may hold more columns than the model's: the model's columns
-    (and, for a conditional model, its given columns) are picked by name. Columns the model
-    dequantizes get their uniform noise first (fixed seed), as in training. The file is read,
-    scored and written in chunks, so its length is not limited by memory.
+    A file with a header is matched by column name: it must hold the model's columns (and,
+    for a conditional model, its given columns), in any order, and may hold others. A file
+    without a header must have exactly the model's columns, in the model's order. Columns the
+    model dequantizes get their uniform noise first (fixed seed), as in training. The file
+    is read, scored and written in chunks, so its length is not limited by memory.
     """
-    from flowfit.datasets import iter_table
-    from flowfit.io import atomic_path, load
+    import numpy as np
+    import torch
 
-    _positive(chunk_rows, "--chunk-rows")
-    _refuse_overwrite(out, force)
+    from flowfit.files import check_output, open_output
+    from flowfit.io import load
+    from flowfit.tables import check_values, open_table
+
+    if chunk_rows < 1:
+        raise InputError(f"--chunk-rows must be a positive integer, got {chunk_rows}")
+    check_output(out, force)
     flow = load(model)
+    table = open_table(input_path)
+    point_columns, given_columns = _match_columns(flow, table.names, table.has_header, input_path)
     noise = torch.Generator().manual_seed(0)
-    count, total = 0, 0.0
-    with atomic_path(out) as temporary, temporary.open("w") as handle, torch.inference_mode():
+    count, total, far = 0, 0.0, 0
+    with open_output(out, force) as handle, torch.inference_mode():
         handle.write("log_prob\n")
-        for values, names in iter_table(input_path, chunk_rows):
-            points, context = _model_inputs(flow, torch.as_tensor(values, dtype=torch.float32), names, input_path)
+        for start, block in table.chunks(chunk_rows):
+            names = [table.names[j] for j in point_columns + given_columns]
+            check_values(block[:, point_columns + given_columns], flow.dtype, names, input_path, start)
+            points = torch.from_numpy(block[:, point_columns])
+            context = torch.from_numpy(block[:, given_columns]) if given_columns else None
+            far += int(flow.far_outside(points, context).sum())
             log_p = flow.log_prob(flow.dequantize(points, noise), context).double()
             np.savetxt(handle, log_p.numpy()[:, None], fmt="%.8g")
             count, total = count + len(log_p), total + log_p.sum().item()
         if count == 0:  # inside the block: nothing is written
             raise InputError(f"{input_path}: the file has no data rows")
-    typer.echo(f"wrote {count} log-densities to {out} (mean {total / count:.4f} nats)")
+    _warn_far(flow, far, count, "rows lie")
+    _say(out, f"wrote {count} log-densities to {out} (mean {total / count:.4f} nats)")
 
 
-def _model_inputs(flow: Any, table: torch.Tensor, names: list[str], path: Path) -> tuple[torch.Tensor, Any]:
-    """The model's columns (and given columns) of a loaded table, by name where possible."""
+def _match_columns(flow: Any, names: list[str], has_header: bool, path: str) -> tuple[list[int], list[int]]:
+    """Positions of the model's columns and given columns in a file: by name when it has a
+    header, by position (and exact width) when it has none."""
     columns, given = _columns(flow), list(flow.metadata.get("given") or [])
-    if all(c in names for c in columns + given) and (given or table.shape[1] != flow.dim):
-        points = table[:, [names.index(c) for c in columns]]
-        context = table[:, [names.index(c) for c in given]] if given else None
-        return points, context
+    if has_header:
+        missing = [c for c in columns + given if c not in names]
+        if missing:
+            unnamed = " (the model's columns have no names: it was trained on a file without a header)"
+            hint = unnamed if columns == [f"x{j}" for j in range(flow.dim)] else ""
+            raise InputError(
+                f"{path} has no column named {', '.join(map(repr, missing))}{hint}; it has {', '.join(names)}"
+            )
+        return [names.index(c) for c in columns], [names.index(c) for c in given]
     if given:
-        raise InputError(f"{path} needs a header with the columns {', '.join(columns + given)}")
-    if table.shape[1] != flow.dim:
-        raise InputError(f"{path} has {table.shape[1]} columns but the model expects {flow.dim}")
-    return table, None
+        raise InputError(f"{path} needs a header naming the columns {', '.join(columns + given)}")
+    if len(names) != flow.dim:
+        raise InputError(
+            f"{path} has {len(names)} columns and no header, but the model expects {flow.dim} "
+            f"({', '.join(columns)}); add a header to pick columns by name"
+        )
+    return list(range(flow.dim)), []
 
 
-@app.command()
+@app.command(cls=StrictCommand)
 @_clean_errors
 def animate(
     model: Annotated[Path, typer.Option(help="Run directory of a trained 2-D model.")],
@@ -270,24 +395,34 @@ def animate(
     frames: Annotated[
         int, typer.Option(help="Frames between consecutive layers; for a continuous flow, frames in all.")
     ] = 10,
+    given: Annotated[
+        list[str] | None, typer.Option(help='Context of a conditional model, e.g. "label=1" (comma separated).')
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Render N(0, I) turning into the data as a GIF: layer by layer, or along the ODE's path."""
+    import torch
+
     from flowfit import viz
+    from flowfit.files import check_output
     from flowfit.io import load
 
-    _positive(n, "-n")
-    _positive(frames, "--frames")
-    _refuse_overwrite(out, force)
+    for value, name in ((n, "-n"), (frames, "--frames")):
+        if value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value}")
+    if out.suffix.lower() != ".gif":
+        raise InputError(f"--out {out}: animate writes a GIF; give a file name ending in .gif")
+    check_output(out, force)
     flow = load(model)
     if flow.dim != 2:
         raise InputError(f"animate draws 2-D flows; this model is {flow.dim}-D")
+    context = _parse_given(given, flow)
     if seed is not None:
         torch.manual_seed(seed)
-    states, titles, note, per_layer = viz.trajectory_frames(flow, n, frames)
+    states, titles, note, per_layer = viz.trajectory_frames(flow, n, frames, context)
     viz.animate(states, out, titles, per_layer, note=note)
-    typer.echo(f"wrote {out}")
+    _say(out, f"wrote {out}")
 
 
 def _columns(flow: Any) -> list[str]:
@@ -295,9 +430,20 @@ def _columns(flow: Any) -> list[str]:
     return names if isinstance(names, list) and len(names) == flow.dim else [f"x{j}" for j in range(flow.dim)]
 
 
-def main() -> None:
-    """Entry point for ``python -m flowfit``."""
-    app(prog_name="flowfit")
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the ``flowfit`` script and ``python -m flowfit``: usage errors, like
+    every other error, are one line on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="flowfit", standalone_mode=False)
+    except typer.Exit as done:
+        return done.exit_code
+    except Exception as error:  # click's usage errors carry exit_code and format_message
+        if not hasattr(error, "format_message"):
+            raise
+        typer.echo(f"error: {error.format_message()}", err=True)
+        return int(getattr(error, "exit_code", 2))
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

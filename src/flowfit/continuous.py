@@ -216,6 +216,11 @@ class ContinuousFlow(Transform):
             states.append(t * loc + (1 - t + t * scale) * ys[k])
         return states
 
+    def flow_matching_loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The flow-matching loss of this layer's field on data ``x`` (see
+        :func:`flow_matching_loss`); ``context`` as the field sees it."""
+        return flow_matching_loss(self, x, context)
+
     @property
     def evaluations(self) -> int:
         """Vector-field evaluations since construction (a solver's cost, NFE)."""

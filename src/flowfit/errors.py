@@ -22,3 +22,8 @@ class CheckpointError(FlowfitError):
 
 class TrainingDivergedError(FlowfitError, RuntimeError):
     """The training loss or its gradient stopped being finite."""
+
+
+class FlowfitWarning(UserWarning):
+    """Something the user should know about a result: points far outside the training data,
+    many skipped steps, a family replaced for one-dimensional data."""

@@ -9,11 +9,15 @@
 It follows scikit-learn's conventions (``get_params``/``set_params``, ``fit`` returns ``self``,
 fitted attributes end in ``_``, ``random_state``), so it works in ``Pipeline``,
 ``GridSearchCV`` (which maximises ``score``, the mean held-out log-likelihood) and with
-``pickle``/``joblib``.
+``pickle``/``joblib``. Its training parameters are the fields of
+:class:`~flowfit.options.TrainOptions` (the one list of training options), with ``seed``
+replaced by ``random_state``.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -22,11 +26,28 @@ import torch
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
-from flowfit.errors import InputError
+from flowfit import options
+from flowfit.errors import FlowfitWarning, InputError
+from flowfit.families import family_for
 from flowfit.flow import Flow
-from flowfit.pipeline import build_flow, training_defaults
-from flowfit.preprocess import make_plan
+from flowfit.options import TrainOptions
+from flowfit.preprocess import check_plans, make_plan
 from flowfit.train import fit as fit_flow
+
+#: The estimator's own parameters and their defaults (the model, and scikit-learn's).
+MODEL_PARAMETERS: dict[str, Any] = {
+    "flow": "nsf-ar",
+    "preprocess": "auto",
+    "layers": None,
+    "hidden": None,
+    "bins": None,
+    "random_state": None,
+    "progress": False,
+}
+#: Training options it exposes (``seed`` is ``random_state``; it writes no checkpoints) and
+#: the defaults that differ from :func:`flowfit.fit`'s: small tables stop early.
+TRAINING_PARAMETERS = [f.name for f in options.fields() if f.name not in ("seed", "checkpoint_every")]
+TRAINING_DEFAULTS = {"patience": 10}
 
 
 class FlowDensity(DensityMixin, BaseEstimator):
@@ -39,12 +60,12 @@ class FlowDensity(DensityMixin, BaseEstimator):
         preprocess: per-column preprocessing spec (see :mod:`flowfit.preprocess`); ``auto``
             dequantizes quantized columns and log-transforms skewed positive ones.
         layers, hidden, bins: architecture; ``None`` keeps the family's default.
-        steps, batch_size, lr: training; ``None`` keeps ``flowfit train``'s default for the
-            family (the batch is capped at an eighth of the rows, for small tables).
-        val_fraction: share of the rows held out to pick the best parameters.
-        patience: stop after this many validations (40 in a full run) without improvement.
         random_state: seed for weights, batches and the validation split.
         progress: show a progress bar while fitting.
+        steps, batch_size, lr, ...: every :class:`~flowfit.options.TrainOptions` field but
+            ``seed`` and ``checkpoint_every``; ``None`` keeps the family's default (the
+            batch is then capped at an eighth of the rows, for small tables), ``patience``
+            defaults to 10 validations.
 
     Attributes:
         flow_: the trained :class:`~flowfit.Flow`.
@@ -52,75 +73,66 @@ class FlowDensity(DensityMixin, BaseEstimator):
         preprocess_: the per-column preprocessing chosen (spec strings).
     """
 
-    def __init__(
-        self,
-        flow: str = "nsf-ar",
-        preprocess: str = "auto",
-        layers: int | None = None,
-        hidden: tuple[int, ...] | None = None,
-        bins: int | None = None,
-        steps: int | None = None,
-        batch_size: int | None = None,
-        lr: float | None = None,
-        val_fraction: float = 0.1,
-        patience: int | None = 10,
-        random_state: int | None = None,
-        progress: bool = False,
-    ) -> None:
-        self.flow = flow
-        self.preprocess = preprocess
-        self.layers = layers
-        self.hidden = hidden
-        self.bins = bins
-        self.steps = steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.val_fraction = val_fraction
-        self.patience = patience
-        self.random_state = random_state
-        self.progress = progress
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(_defaults()))
+        if unknown:
+            raise TypeError(f"FlowDensity got unknown parameters: {', '.join(unknown)}")
+        for name, default in _defaults().items():
+            setattr(self, name, params.get(name, default))
 
     def fit(self, X: Any, y: Any = None) -> FlowDensity:  # noqa: N803 (scikit-learn's name)
         """Fit the flow to the rows of ``X`` by maximum likelihood; ``y`` is ignored."""
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)  # noqa: N806
-        data = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        data = torch.as_tensor(np.asarray(X, dtype=np.float64))
         if len(data) < 3:
             raise InputError(f"n_samples = {len(data)}: fitting needs at least 3 rows (2 to train, 1 to validate)")
         seed = check_random_state(self.random_state).randint(2**31 - 1)
         names = [f"x{j}" for j in range(data.shape[1])]
         plans = make_plan(data, names, self.preprocess)
-        options = {"layers": self.layers, "hidden": self.hidden, "bins": self.bins}
-        family = "nsf-ar" if data.shape[1] == 1 else self.flow
-        defaults = training_defaults(family)
-        torch.manual_seed(seed)
-        flow = build_flow(family, data.shape[1], 0, plans, **options)
-        fit_flow(
-            flow,
-            data,
-            steps=self.steps or defaults["steps"],
-            batch_size=self.batch_size or min(defaults["batch_size"], max(32, len(data) // 8)),
-            lr=self.lr or defaults["lr"],
-            seed=seed,
-            val_fraction=self.val_fraction,
-            patience=self.patience,
-            progress=self.progress,
-        )
+        check_plans(plans, data, names)
+        family, notice = family_for(self.flow, data.shape[1])
+        if notice:
+            warnings.warn(notice, FlowfitWarning, stacklevel=2)
+        training = TrainOptions(seed=seed, **{name: getattr(self, name) for name in TRAINING_PARAMETERS})
+        defaults = family.cls.defaults_for(training.objective)[1]
+        if training.batch_size is None:
+            training = training.updated(batch_size=min(defaults["batch_size"], max(32, len(data) // 8)))
+        architecture = {"layers": self.layers, "hidden": self.hidden, "bins": self.bins}
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            try:
+                flow = family.build(
+                    data.shape[1],
+                    preprocess=[asdict(plan) for plan in plans],
+                    **{k: v for k, v in architecture.items() if v is not None and family.accepts(k)},
+                )
+            except ValueError as error:
+                raise InputError(f"FlowDensity(flow={self.flow!r}): {error}") from None
+        fit_flow(flow, data, training, progress=self.progress)
         # scored in float64: results then do not depend on how rows are batched (float32
         # matrix products round differently for different batch sizes)
         self.flow_: Flow = flow.double()
-        self.preprocess_ = [asdict(plan) for plan in plans]
+        self.preprocess_ = [plan.spec for plan in plans]
         return self
 
     def score_samples(self, X: Any) -> np.ndarray:  # noqa: N803
         """Log-density of each row of ``X`` (nats, in ``X``'s units; dequantized columns get
-        their uniform noise from a fixed seed, as in training)."""
+        their uniform noise from a fixed seed, as in training). Warns
+        (:class:`~flowfit.errors.FlowfitWarning`) about rows far outside the training data."""
         check_is_fitted(self, "flow_")
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)  # noqa: N806
+        x = torch.as_tensor(np.asarray(X, dtype=np.float64))
+        if not len(x):
+            return np.zeros(0)
         with torch.inference_mode():
-            x = self.flow_.dequantize(
-                torch.as_tensor(np.asarray(X, dtype=np.float32)), torch.Generator().manual_seed(0)
+            far = int(self.flow_.far_outside(x).sum())
+            log_p = self.flow_.dequantized_log_prob(x)
+        if far:
+            warnings.warn(
+                f"{far} of {len(x)} rows lie far outside the training data: their log-densities are extrapolation",
+                FlowfitWarning,
+                stacklevel=2,
             )
-            log_p = torch.cat([self.flow_.log_prob(chunk) for chunk in x.split(65536)]) if len(x) else x[:, 0]
         return log_p.double().numpy()
 
     def score(self, X: Any, y: Any = None) -> float:  # noqa: N803
@@ -138,3 +150,19 @@ class FlowDensity(DensityMixin, BaseEstimator):
             torch.manual_seed(seed)
             samples = self.flow_.quantize(self.flow_.sample(n_samples))
         return samples.double().numpy()
+
+
+def _defaults() -> dict[str, Any]:
+    """Every parameter of :class:`FlowDensity` with its default, in signature order."""
+    training = {
+        f.name: TRAINING_DEFAULTS.get(f.name, f.default) for f in options.fields() if f.name in TRAINING_PARAMETERS
+    }
+    return MODEL_PARAMETERS | training
+
+
+# scikit-learn reads an estimator's parameters from its constructor's signature: give it the
+# one generated from the lists above (keyword arguments with their defaults)
+FlowDensity.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=value) for name, value in _defaults().items()]
+)

@@ -1,27 +1,35 @@
-"""Builders for the flow families. Each returns a :class:`~flowfit.flow.Flow` whose
-``config`` records the builder's name and arguments, so :func:`flowfit.load` can rebuild it.
+"""The flow families, each a :class:`~flowfit.flow.Flow` subclass, and :data:`FAMILIES`, the
+one registry of the names ``flowfit train --flow`` accepts.
 
-Every flow ends (on the data side) with a fixed :class:`~flowfit.transforms.Standardize`
+Every family ends (on the data side) with a fixed :class:`~flowfit.transforms.Standardize`
 that carries the data's units; :meth:`Flow.initialize` (which ``fit`` calls) fits it, and
-the context's own standardization, to the training data. Every builder also takes
+the context's own standardization, to the training data. Every family also takes
 
 - ``context_dim`` (0: unconditional) and ``embedding``, the hidden sizes of an MLP that maps
   the (standardized) context before it reaches the conditioners (its last size is what they
   see);
 - ``preprocess``: one :class:`~flowfit.preprocess.ColumnPlan` (as a dict) per column, for
   log / logit maps placed after the standardization and for dequantized columns (see
-  :mod:`flowfit.preprocess`).
+  :mod:`flowfit.preprocess`);
+- ``base``: the base distribution (default ``N(0, I)``).
+
+Coupling families mix every coordinate: in two dimensions consecutive couplings swap which
+half moves; from three on, a fixed random permutation sits between couplings (as in the NSF
+paper), so that two columns that start in the same half still meet through a network.
 
 Defaults are tuned on the 2-D toys.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from flowfit.distributions import Base
 from flowfit.flow import Flow
-from flowfit.nets import MLP
+from flowfit.nets import MAX_LAYERS, MLP, check_parameters, mlp_parameters, positive_int, sizes
 from flowfit.preprocess import ColumnPlan
 from flowfit.transforms import (
     ActNorm,
@@ -32,238 +40,375 @@ from flowfit.transforms import (
     LULinear,
     MaskedAffineAutoregressive,
     MaskedSplineAutoregressive,
+    RandomPermutation,
     Reverse,
     SplineCoupling,
     Standardize,
     Transform,
 )
-
-#: Builders by the name used in ``config.json`` and on the command line.
-FLOWS: dict[str, Callable[..., Flow]] = {}
+from flowfit.transforms.splines import spline_params_per_dim
 
 Preprocess = Sequence[dict[str, Any]]
 
 
-def _register(name: str) -> Callable[[Callable[..., Flow]], Callable[..., Flow]]:
-    def decorate(builder: Callable[..., Flow]) -> Callable[..., Flow]:
-        FLOWS[name] = builder
-        return builder
+class _Parts:
+    """What every family shares: the checked sizes, the context the conditioners see, and
+    the data-side layers, the embedding and the dequantization that finish a flow."""
 
-    return decorate
+    def __init__(
+        self,
+        name: str,
+        dim: int,
+        context_dim: int,
+        embedding: Sequence[int],
+        activation: str,
+        preprocess: Preprocess,
+        minimum_dim: int = 1,
+    ) -> None:
+        self.dim = positive_int(dim, "dim")
+        if dim < minimum_dim:
+            raise ValueError(f"{name} needs dim >= {minimum_dim}, got {dim}")
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}")
+        self.name, self.context_dim, self.activation = name, context_dim, activation
+        self.embedding = sizes(embedding, "embedding")
+        #: context size the conditioners see
+        self.features = (self.embedding[-1] if self.embedding else context_dim) if context_dim else 0
+        self.plans = [ColumnPlan(**plan) for plan in preprocess or ()]
+        if self.plans and len(self.plans) != dim:
+            raise ValueError(f"preprocess has {len(self.plans)} column plans for {dim} columns")
 
+    def check_size(self, layers: int, per_layer: int) -> int:
+        """``layers`` checked, and the whole model's parameter count against the limit."""
+        layers = positive_int(layers, "layers", MAX_LAYERS)
+        check_parameters(layers * per_layer, f"this {self.name}")
+        return layers
 
-def _flow(name: str, transforms: list[Transform], config: dict[str, Any], standardize: bool = True) -> Flow:
-    """Finish a flow: the data-side standardization and column maps, the context embedding,
-    the dequantization steps, and the config that rebuilds it."""
-    dim, context_dim = config["dim"], config.get("context_dim", 0)
-    plans = [ColumnPlan(**plan) for plan in config.get("preprocess") or ()]
-    if plans and len(plans) != dim:
-        raise ValueError(f"preprocess has {len(plans)} column plans for {dim} columns")
-    if standardize:
-        transforms = [*transforms, Standardize(dim)]
-    if any(plan.kind != "none" for plan in plans):
-        if not standardize:
-            raise ValueError(f"{name} supports dequantization only, not log or logit columns")
-        transforms.append(ColumnMaps([p.kind for p in plans], [p.lower for p in plans], [p.upper for p in plans]))
-    embedding = tuple(config.get("embedding") or ())
-    context_embedding = None
-    if context_dim and embedding:
-        context_embedding = MLP(context_dim, embedding[-1], embedding[:-1], config["activation"], zero_last=False)
-    kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
-    kwargs["preprocess"] = [dict(plan) for plan in config.get("preprocess") or ()]
-    steps = [plan.dequantize for plan in plans] if plans else None
-    return Flow(transforms, dim, context_dim, context_embedding, {"builder": name, "kwargs": kwargs}, steps)
-
-
-def _features(context_dim: int, embedding: Sequence[int]) -> int:
-    """Context size the conditioners see."""
-    return (embedding[-1] if embedding else context_dim) if context_dim else 0
-
-
-def _check_dim(name: str, dim: int, minimum: int) -> None:
-    if dim < minimum:
-        raise ValueError(f"{name} needs dim >= {minimum}, got {dim}")
-
-
-@_register("realnvp")
-def RealNVP(  # noqa: N802 (a builder named after the model, as users expect)
-    dim: int,
-    layers: int = 6,
-    hidden: Sequence[int] = (256, 256),
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "relu",
-    scale_bound: float = 3.0,
-    preprocess: Preprocess = (),
-) -> Flow:
-    """RealNVP (Dinh et al. 2017): ``layers`` affine couplings with bounded log-scales,
-    alternating which half moves (for ``dim = 2``, the tutorial's flips)."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    _check_dim("RealNVP", dim, 2)
-    features = _features(context_dim, embedding)
-    transforms: list[Transform] = [
-        AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound) for i in range(layers)
-    ]
-    return _flow("realnvp", transforms, config)
+    def flow_arguments(self, transforms: list[Transform], base: Base | None, standardize: bool = True) -> dict:
+        """The :class:`Flow` arguments: the transforms with the data-side standardization and
+        column maps appended, the context embedding and the dequantization steps."""
+        if standardize:
+            transforms = [*transforms, Standardize(self.dim)]
+        if any(plan.kind != "none" for plan in self.plans):
+            if not standardize:
+                raise ValueError(f"{self.name} supports dequantization only, not log or logit columns")
+            kinds, lower, upper = zip(*((p.kind, p.lower, p.upper) for p in self.plans), strict=True)
+            transforms.append(ColumnMaps(list(kinds), list(lower), list(upper)))
+        embedding = None
+        if self.context_dim and self.embedding:
+            embedding = MLP(self.context_dim, self.embedding[-1], self.embedding[:-1], self.activation, zero_last=False)
+        steps = [plan.dequantize for plan in self.plans] if self.plans else None
+        return {
+            "transforms": transforms,
+            "dim": self.dim,
+            "context_dim": self.context_dim,
+            "context_embedding": embedding,
+            "base": base,
+            "dequantize_steps": steps,
+        }
 
 
-@_register("nice")
-def NICE(  # noqa: N802
-    dim: int,
-    layers: int = 6,
-    hidden: Sequence[int] = (256, 256),
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "relu",
-    preprocess: Preprocess = (),
-) -> Flow:
-    """NICE (Dinh et al. 2015): additive (volume-preserving) couplings, then a learnt
-    elementwise scaling, the only layer that changes volume."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    _check_dim("NICE", dim, 2)
-    features = _features(context_dim, embedding)
-    transforms: list[Transform] = [
-        AdditiveCoupling(dim, bool(i % 2), hidden, features, activation) for i in range(layers)
-    ]
-    transforms.append(ElementwiseAffine(dim))
-    return _flow("nice", transforms, config)
-
-
-@_register("nsf")
-def NSF(  # noqa: N802
-    dim: int,
-    layers: int = 4,
-    bins: int = 8,
-    hidden: Sequence[int] = (128, 128),
-    tail_bound: float = 4.0,
-    autoregressive: bool = False,
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "relu",
-    preprocess: Preprocess = (),
-) -> Flow:
-    """Neural spline flow (Durkan et al. 2019): rational-quadratic spline couplings
-    (``autoregressive=False``) or masked autoregressive splines (``True``, MAF direction:
-    one pass for ``log_prob``, ``dim`` passes for sampling). Splines have ``bins`` bins on
-    ``[-tail_bound, tail_bound]`` (in standardized units) and identity tails outside."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    _check_dim("NSF", dim, 1 if autoregressive else 2)
-    features = _features(context_dim, embedding)
+def _couplings(dim: int, layers: int, coupling: Callable[[bool], Transform]) -> list[Transform]:
+    """``layers`` couplings that together move every coordinate and let every pair meet:
+    alternating halves in 2-D; from 3-D on a fixed random permutation between couplings."""
     transforms: list[Transform] = []
     for i in range(layers):
+        if i and dim > 2:
+            transforms.append(RandomPermutation(dim, seed=i))
+        transforms.append(coupling(bool(i % 2)))
+    return transforms
+
+
+def _coupling_parameters(dim: int, features: int, hidden: Sequence[int], per_dim: int) -> int:
+    """Parameters of one coupling's conditioner (the larger of its two halves)."""
+    identity = dim - dim // 2
+    return mlp_parameters(identity + features, identity * per_dim, hidden)
+
+
+class RealNVP(Flow):
+    """RealNVP (Dinh et al. 2017, https://arxiv.org/abs/1605.08803): ``layers`` affine
+    couplings with bounded log-scales (for ``dim = 2``, the tutorial's flips)."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 6000, "batch_size": 512, "lr": 1e-3}
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int = 6,
+        hidden: Sequence[int] = (256, 256),
+        context_dim: int = 0,
+        embedding: Sequence[int] = (),
+        activation: str = "relu",
+        scale_bound: float = 3.0,
+        preprocess: Preprocess = (),
+        base: Base | None = None,
+    ) -> None:
+        parts = _Parts("RealNVP", dim, context_dim, embedding, activation, preprocess, minimum_dim=2)
+        hidden = sizes(hidden, "hidden")
+        layers = parts.check_size(layers, _coupling_parameters(dim, parts.features, hidden, 2))
+        transforms = _couplings(
+            dim, layers, lambda swap: AffineCoupling(dim, swap, hidden, parts.features, activation, scale_bound)
+        )
+        super().__init__(**parts.flow_arguments(transforms, base))
+
+
+class NICE(Flow):
+    """NICE (Dinh et al. 2015, https://arxiv.org/abs/1410.8516): additive (volume-preserving)
+    couplings, then a learnt elementwise scaling, the only layer that changes volume."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 6000, "batch_size": 512, "lr": 1e-3}
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int = 6,
+        hidden: Sequence[int] = (256, 256),
+        context_dim: int = 0,
+        embedding: Sequence[int] = (),
+        activation: str = "relu",
+        preprocess: Preprocess = (),
+        base: Base | None = None,
+    ) -> None:
+        parts = _Parts("NICE", dim, context_dim, embedding, activation, preprocess, minimum_dim=2)
+        hidden = sizes(hidden, "hidden")
+        layers = parts.check_size(layers, _coupling_parameters(dim, parts.features, hidden, 1))
+        transforms = _couplings(
+            dim, layers, lambda swap: AdditiveCoupling(dim, swap, hidden, parts.features, activation)
+        )
+        super().__init__(**parts.flow_arguments([*transforms, ElementwiseAffine(dim)], base))
+
+
+class NSF(Flow):
+    """Neural spline flow (Durkan et al. 2019, https://arxiv.org/abs/1906.04032):
+    rational-quadratic spline couplings (``autoregressive=False``) or masked autoregressive
+    splines (``True``, MAF direction: one pass for ``log_prob``, ``dim`` passes for
+    sampling). Splines have ``bins`` bins on ``[-tail_bound, tail_bound]`` (in standardized
+    units) and identity tails outside."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 10000, "batch_size": 512, "lr": 2e-3}
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int = 4,
+        bins: int = 8,
+        hidden: Sequence[int] = (128, 128),
+        tail_bound: float = 4.0,
+        autoregressive: bool = False,
+        context_dim: int = 0,
+        embedding: Sequence[int] = (),
+        activation: str = "relu",
+        preprocess: Preprocess = (),
+        base: Base | None = None,
+    ) -> None:
+        parts = _Parts("NSF", dim, context_dim, embedding, activation, preprocess, 1 if autoregressive else 2)
+        hidden, bins = sizes(hidden, "hidden"), positive_int(bins, "bins", 1000)
+        per_dim = spline_params_per_dim(bins)
         if autoregressive:
+            per_layer = mlp_parameters(dim + parts.features, dim * per_dim, hidden)
+        else:
+            per_layer = _coupling_parameters(dim, parts.features, hidden, per_dim)
+        layers = parts.check_size(layers, per_layer)
+        transforms: list[Transform] = []
+        if autoregressive:
+            for i in range(layers):
+                transforms.append(
+                    MaskedSplineAutoregressive(dim, hidden, parts.features, activation, "inverse", bins, tail_bound)
+                )
+                transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
+        else:
+            transforms = _couplings(
+                dim,
+                layers,
+                lambda swap: SplineCoupling(dim, swap, hidden, parts.features, activation, bins, tail_bound),
+            )
+        super().__init__(**parts.flow_arguments(transforms, base))
+
+
+class _MaskedAffine(Flow):
+    """MAF and IAF: affine MADE layers, order reversed between layers."""
+
+    fast = "inverse"
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int = 5,
+        hidden: Sequence[int] = (128, 128),
+        context_dim: int = 0,
+        embedding: Sequence[int] = (),
+        activation: str = "relu",
+        scale_bound: float = 3.0,
+        preprocess: Preprocess = (),
+        base: Base | None = None,
+    ) -> None:
+        parts = _Parts(type(self).__name__, dim, context_dim, embedding, activation, preprocess)
+        hidden = sizes(hidden, "hidden")
+        layers = parts.check_size(layers, mlp_parameters(dim + parts.features, 2 * dim, hidden))
+        transforms: list[Transform] = []
+        for i in range(layers):
             transforms.append(
-                MaskedSplineAutoregressive(dim, hidden, features, activation, "inverse", bins, tail_bound)
+                MaskedAffineAutoregressive(dim, hidden, parts.features, activation, self.fast, scale_bound)
             )
             transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
-        else:
-            transforms.append(SplineCoupling(dim, bool(i % 2), hidden, features, activation, bins, tail_bound))
-    return _flow("nsf", transforms, config)
+        super().__init__(**parts.flow_arguments(transforms, base))
 
 
-def _masked_affine(name: str, fast: str, config: dict[str, Any]) -> Flow:
-    dim = config["dim"]
-    features = _features(config["context_dim"], config["embedding"])
-    transforms: list[Transform] = []
-    for i in range(config["layers"]):
-        transforms.append(
-            MaskedAffineAutoregressive(
-                dim, config["hidden"], features, config["activation"], fast, config["scale_bound"]
-            )
-        )
-        transforms += [Reverse(dim)] if i < config["layers"] - 1 and dim > 1 else []
-    return _flow(name, transforms, config)
+class MAF(_MaskedAffine):
+    """Masked autoregressive flow (Papamakarios et al. 2017, https://arxiv.org/abs/1705.07057):
+    affine MADE layers, order reversed between layers. ``log_prob`` is one pass per layer;
+    sampling ``dim`` passes."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 8000, "batch_size": 512, "lr": 2e-3}
+    fast = "inverse"
 
 
-@_register("maf")
-def MAF(  # noqa: N802
-    dim: int,
-    layers: int = 5,
-    hidden: Sequence[int] = (128, 128),
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "relu",
-    scale_bound: float = 3.0,
-    preprocess: Preprocess = (),
-) -> Flow:
-    """Masked autoregressive flow (Papamakarios et al. 2017): affine MADE layers, order
-    reversed between layers. ``log_prob`` is one pass per layer; sampling ``dim`` passes."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    return _masked_affine("maf", "inverse", config)
+class IAF(_MaskedAffine):
+    """Inverse autoregressive flow (Kingma et al. 2016, https://arxiv.org/abs/1606.04934):
+    MAF's layers the other way round. Sampling (and ``sample_and_log_prob``) is one pass per
+    layer; ``log_prob`` of given data takes ``dim`` passes, so training by maximum
+    likelihood is ``dim`` times slower."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 512, "lr": 2e-3}
+    fast = "forward"
 
 
-@_register("iaf")
-def IAF(  # noqa: N802
-    dim: int,
-    layers: int = 5,
-    hidden: Sequence[int] = (128, 128),
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "relu",
-    scale_bound: float = 3.0,
-    preprocess: Preprocess = (),
-) -> Flow:
-    """Inverse autoregressive flow (Kingma et al. 2016): MAF's layers the other way round.
-    Sampling (and ``sample_and_log_prob``) is one pass per layer; ``log_prob`` of given
-    data takes ``dim`` passes, so training by maximum likelihood is ``dim`` times slower."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    return _masked_affine("iaf", "forward", config)
+class Glow(Flow):
+    """Glow (Kingma & Dhariwal 2018, https://arxiv.org/abs/1807.03039) for vectors: each step
+    is, from the data side, ActNorm (initialised from the first batch), an LU-decomposed
+    invertible linear map, and an affine coupling."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 6000, "batch_size": 512, "lr": 1e-3}
+
+    def __init__(
+        self,
+        dim: int,
+        layers: int = 6,
+        hidden: Sequence[int] = (256, 256),
+        context_dim: int = 0,
+        embedding: Sequence[int] = (),
+        activation: str = "relu",
+        scale_bound: float = 3.0,
+        preprocess: Preprocess = (),
+        base: Base | None = None,
+    ) -> None:
+        parts = _Parts("Glow", dim, context_dim, embedding, activation, preprocess, minimum_dim=2)
+        hidden = sizes(hidden, "hidden")
+        layers = parts.check_size(layers, _coupling_parameters(dim, parts.features, hidden, 2) + dim * dim + 3 * dim)
+        transforms: list[Transform] = []
+        for i in range(layers):
+            transforms += [
+                AffineCoupling(dim, bool(i % 2), hidden, parts.features, activation, scale_bound),
+                LULinear(dim, seed=i),
+                ActNorm(dim),
+            ]
+        super().__init__(**parts.flow_arguments(transforms, base))
 
 
-@_register("glow")
-def Glow(  # noqa: N802
-    dim: int,
-    layers: int = 6,
-    hidden: Sequence[int] = (256, 256),
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "relu",
-    scale_bound: float = 3.0,
-    preprocess: Preprocess = (),
-) -> Flow:
-    """Glow (Kingma & Dhariwal 2018) for vectors: each step is, from the data side, ActNorm
-    (initialised from the first batch), an LU-decomposed invertible linear map, and an
-    affine coupling."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    _check_dim("Glow", dim, 2)
-    features = _features(context_dim, embedding)
-    transforms: list[Transform] = []
-    for i in range(layers):
-        transforms += [
-            AffineCoupling(dim, bool(i % 2), hidden, features, activation, scale_bound),
-            LULinear(dim, seed=i),
-            ActNorm(dim),
-        ]
-    return _flow("glow", transforms, config)
-
-
-@_register("cnf")
-def CNF(  # noqa: N802
-    dim: int,
-    hidden: Sequence[int] = (64, 64, 64),
-    context_dim: int = 0,
-    embedding: Sequence[int] = (),
-    activation: str = "softplus",
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    trace: str = "auto",
-    adjoint: bool = False,
-    preprocess: Preprocess = (),
-) -> Flow:
-    """Continuous normalizing flow (FFJORD): one :class:`~flowfit.continuous.ContinuousFlow`,
-    the neural ODE ``dz/dt = f(z, t, c)`` on ``[0, 1]`` with its data standardization. Train
-    it by maximum likelihood or by flow matching (``fit(..., objective="fm")``); ``log_prob``
+class CNF(Flow):
+    """Continuous normalizing flow (FFJORD, Grathwohl et al. 2019,
+    https://arxiv.org/abs/1810.01367): one :class:`~flowfit.continuous.ContinuousFlow`, the
+    neural ODE ``dz/dt = f(z, t, c)`` on ``[0, 1]`` with its data standardization. Train it
+    by maximum likelihood or by flow matching (``fit(..., objective="fm")``); ``log_prob``
     is exact either way, and ``flow.trajectory(z0, t=[...])`` gives ``z_t`` at any times.
     Of the preprocessing, only dequantization applies (no log or logit columns)."""
-    config = dict(locals())  # the builder's arguments: what rebuilds this flow
-    from flowfit.continuous import ContinuousFlow
 
-    features = _features(context_dim, embedding)
-    layer = ContinuousFlow(dim, hidden, features, activation, method, rtol, atol, trace, adjoint)
-    return _flow("cnf", [layer], config, standardize=False)
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 512, "lr": 3e-3}
+    #: flow matching: cheap steps, many of them, and a wider field (the regression needs it)
+    flow_matching_defaults: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = (
+        {"hidden": (128, 128, 128)},
+        {"steps": 40000, "batch_size": 512, "lr": 2e-3},
+    )
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64, 64),
+        context_dim: int = 0,
+        embedding: Sequence[int] = (),
+        activation: str = "softplus",
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        trace: str = "auto",
+        adjoint: bool = False,
+        preprocess: Preprocess = (),
+        base: Base | None = None,
+    ) -> None:
+        from flowfit.continuous import ContinuousFlow
+
+        parts = _Parts("CNF", dim, context_dim, embedding, activation, preprocess)
+        hidden = sizes(hidden, "hidden")
+        check_parameters(mlp_parameters(dim + 1 + parts.features, dim, hidden), "this CNF")
+        layer = ContinuousFlow(dim, hidden, parts.features, activation, method, rtol, atol, trace, adjoint)
+        super().__init__(**parts.flow_arguments([layer], base, standardize=False))
+
+    @classmethod
+    def defaults_for(cls, objective: str = "mle") -> tuple[dict[str, Any], dict[str, Any]]:
+        if objective == "fm":
+            architecture, training = cls.flow_matching_defaults
+            return dict(architecture), dict(training)
+        return super().defaults_for(objective)
 
 
-def build(config: dict[str, Any]) -> Flow:
-    """Rebuild an (untrained) flow from its ``config``."""
-    return FLOWS[config["builder"]](**config["kwargs"])
+# -- the registry ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    """A ``--flow`` name: a flow class, and the constructor arguments that select a variant."""
+
+    name: str
+    cls: type[Flow]
+    variant: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    #: built from couplings, which need at least two coordinates
+    couplings: bool = False
+
+    def build(self, dim: int, **kwargs: Any) -> Flow:
+        """A new (untrained) flow; ``kwargs`` left at ``None`` keep the family's defaults."""
+        return self.cls(dim, **self.variant, **{k: v for k, v in kwargs.items() if v is not None})
+
+    def defaults(self, objective: str = "mle") -> dict[str, Any]:
+        """The constructor's defaults (``layers``, ``hidden``, ``bins``, ...) for ``objective``."""
+        signature = inspect.signature(self.cls.__init__)
+        values = {name: p.default for name, p in signature.parameters.items() if p.default is not p.empty}
+        return values | self.variant | self.cls.defaults_for(objective)[0]
+
+    def accepts(self, argument: str) -> bool:
+        return argument in inspect.signature(self.cls.__init__).parameters and argument not in self.variant
+
+
+#: Every ``--flow`` name, in the order the CLI lists them.
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family("realnvp", RealNVP, summary="affine couplings, bounded log-scales", couplings=True),
+        Family("nsf", NSF, summary="rational-quadratic spline couplings, identity tails", couplings=True),
+        Family("nsf-ar", NSF, {"autoregressive": True}, "autoregressive splines on MADE"),
+        Family("maf", MAF, summary="affine MADE layers, order reversed between them"),
+        Family("iaf", IAF, summary="MAF the other way round"),
+        Family("nice", NICE, summary="additive couplings + a learnt scaling", couplings=True),
+        Family("glow", Glow, summary="ActNorm + LU-decomposed linear + affine coupling per step", couplings=True),
+        Family("cnf", CNF, summary="continuous normalizing flow (neural ODE)"),
+    )
+}
+#: What a family that needs two coordinates becomes for one-dimensional data.
+ONE_DIMENSIONAL = "nsf-ar"
+
+
+def family_for(name: str, dim: int) -> tuple[Family, str]:
+    """The family ``name`` for ``dim``-dimensional data, and a notice when it had to be
+    replaced: couplings need two coordinates, so 1-D data get ``nsf-ar`` (the autoregressive
+    spline, which in 1-D is the spline itself)."""
+    if name not in FAMILIES:
+        raise ValueError(f"{name!r} is not a flow family; choose from {', '.join(FAMILIES)}")
+    if dim == 1 and FAMILIES[name].couplings:
+        return FAMILIES[ONE_DIMENSIONAL], f"{name} needs at least 2 columns; training {ONE_DIMENSIONAL} on 1 column"
+    return FAMILIES[name], ""
+
+
+def family_of(flow: Flow) -> str:
+    """The ``--flow`` name of a flow a family built ('' for a hand-composed flow)."""
+    for family in sorted(FAMILIES.values(), key=lambda f: -len(f.variant)):  # variants first
+        if type(flow) is family.cls and all(flow.init_arguments.get(k) == v for k, v in family.variant.items()):
+            return family.name
+    return ""

@@ -10,34 +10,44 @@ which :meth:`Flow.log_prob` computes in one pass from data to base (each inverse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from flowfit.distributions import StandardNormal
+from flowfit.config import Configurable
+from flowfit.distributions import Base, StandardNormal
 from flowfit.errors import InputError
+from flowfit.preprocess import dequantize
 from flowfit.transforms.base import Compose, Transform
 
 
-class Flow(nn.Module):
-    """A normalizing flow: ``x = f_T(...f_1(z_0))`` with ``z_0 ~ N(0, I)``.
+class Flow(Configurable, nn.Module):
+    """A normalizing flow: ``x = f_T(...f_1(z_0))`` with ``z_0 ~ p_Z0`` (``N(0, I)`` by default).
 
     Args:
         transforms: the layers, listed from the base side to the data side.
         dim: dimension of the data.
         context_dim: dimension of the conditioning vector ``c`` for ``p(x | c)``; 0 for an
             unconditional flow.
-        context_embedding: optional network applied to ``c`` before it reaches the
-            transforms (its output size must match what the transforms expect).
-        config: how a builder made this flow (``{"builder": name, "kwargs": {...}}``), so
-            that :func:`flowfit.load` can rebuild it. Builders set it; a hand-made flow
-            has none and cannot be saved.
+        context_embedding: optional network applied to the (standardized) context before it
+            reaches the transforms (its output size must match what the transforms expect).
+        base: the base distribution (default :class:`~flowfit.distributions.StandardNormal`).
         dequantize_steps: per column, the quantization step of data that is dequantized
-            (uniform noise of one step added before the flow sees it, in :func:`flowfit.fit`
-            and :func:`flowfit.train.nll`); 0 for continuous columns.
+            (uniform noise of one step added before the flow sees it); 0 for continuous
+            columns.
+
+    A flow made only of flowfit modules can be saved (:func:`flowfit.save`) and rebuilt,
+    whether a family built it or you composed it by hand.
     """
+
+    #: ``steps``, ``batch_size`` and ``lr`` that :func:`flowfit.fit` uses when they are not
+    #: given; each family sets its own (tuned on two moons, see README).
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 5000, "batch_size": 256, "lr": 1e-3}
+    #: Rows pushed through the network at a time when no gradient is needed: activations of
+    #: a few thousand rows stay in cache, 100,000 rows' would not.
+    inference_chunk: ClassVar[int] = 4096
 
     def __init__(
         self,
@@ -45,59 +55,85 @@ class Flow(nn.Module):
         dim: int,
         context_dim: int = 0,
         context_embedding: nn.Module | None = None,
-        config: dict[str, Any] | None = None,
-        dequantize_steps: Sequence[float] | None = None,
+        base: Base | None = None,
+        dequantize_steps: Sequence[float] | Tensor | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.context_dim = context_dim
-        self.base = StandardNormal(dim)
+        self.base = StandardNormal(dim) if base is None else base
+        if self.base.dim != dim:
+            raise ValueError(f"the base distribution has dimension {self.base.dim}, the flow {dim}")
         self.transform = Compose(transforms)
         self.context_embedding = context_embedding
         # the context is standardized (fixed, from the training data) before anything sees it
         self.register_buffer("context_loc", torch.zeros(context_dim))
         self.register_buffer("context_scale", torch.ones(context_dim))
-        self.register_buffer("context_initialized", torch.tensor(False))
-        steps = torch.zeros(dim) if dequantize_steps is None else torch.as_tensor(dequantize_steps, dtype=torch.float32)
+        steps = torch.zeros(dim) if dequantize_steps is None else torch.as_tensor(dequantize_steps).float()
+        if steps.shape != (dim,):
+            raise ValueError(f"dequantize_steps needs one step per column ({dim}), got {tuple(steps.shape)}")
         self.register_buffer("dequantize_steps", steps)
-        self.config = config
+        # the range of the training data and contexts, for far_outside (set by initialize)
+        self.register_buffer("data_range", torch.zeros(2, dim))
+        self.register_buffer("context_range", torch.zeros(2, context_dim))
+        self.register_buffer("initialized", torch.tensor(False))
         #: Free-form facts saved with the model (column names, the data it was fitted to).
         self.metadata: dict[str, Any] = {}
 
-    # -- the maps -------------------------------------------------------------------------
+    @classmethod
+    def defaults_for(cls, objective: str = "mle") -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(architecture, training)`` defaults of this family for an objective: constructor
+        arguments that differ from the signature's, and ``steps``/``batch_size``/``lr``."""
+        return {}, dict(cls.training_defaults)
+
+    # -- where it lives -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.base.anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base.anchor.dtype
+
     @property
     def layers(self) -> nn.ModuleList:
         """The transforms, base side first."""
         return self.transform.transforms
 
+    @property
+    def is_continuous(self) -> bool:
+        """Whether this flow is one continuous-time layer (``z_t`` defined for every ``t``)."""
+        return len(self.layers) == 1 and hasattr(self.layers[0], "trajectory")
+
+    # -- the maps -------------------------------------------------------------------------
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map base to data: ``x = f(z)`` and ``log|det df/dz|``, shape ``(n,)``."""
         z = self._check(z, "z")
-        return self.transform(z, self._embed(context, z.shape[0]))
+        return self._chunked(self.transform, z, self.embed_context(context, len(z)))
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data to base: ``z = f^-1(x)`` and ``log|det df^-1/dx|``, shape ``(n,)``."""
         x = self._check(x, "x")
-        return self.transform.inverse(x, self._embed(context, x.shape[0]))
+        return self._chunked(self.transform.inverse, x, self.embed_context(context, len(x)))
 
     # -- densities and samples ------------------------------------------------------------
-    #: Rows pushed through the network at a time when no gradient is needed: activations of
-    #: a few thousand rows stay in cache, 100,000 rows' would not.
-    inference_chunk = 4096
-
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Exact log-density of each row of ``x`` (nats, in the data's units), shape ``(n,)``."""
-        x = self._check(x, "x")
-        step = self.inference_chunk
-        if not torch.is_grad_enabled() and len(x) > step:
-            context = None if context is None else torch.as_tensor(context)
-            parts = [
-                self.log_prob(x[i : i + step], None if context is None else context[i : i + step])
-                for i in range(0, len(x), step)
-            ]
-            return torch.cat(parts)
+        """Exact log-density at each row of ``x`` (nats, in the data's units), shape ``(n,)``.
+
+        This is the density at exactly these points. To score data rows of a flow with
+        quantized columns, use :meth:`dequantized_log_prob`.
+        """
         z, log_abs_det = self.inverse(x, context)
         return self.base.log_prob(z) + log_abs_det
+
+    def dequantized_log_prob(self, x: Tensor, context: Tensor | None = None, seed: int = 0) -> Tensor:
+        """The log-likelihood of data rows: :meth:`log_prob` of ``x`` after the quantized
+        columns get their uniform noise (:meth:`dequantize`, drawn from ``seed``, so the same
+        rows always get the same numbers). For a flow without quantized columns it equals
+        :meth:`log_prob`; with them it is a one-sample estimate of the lower bound on the
+        log-probability of the discrete values that training maximises."""
+        x = self.dequantize(x, torch.Generator().manual_seed(seed))
+        return self.log_prob(x, context)
 
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         """Draw ``n`` samples: shape ``(n, dim)``, or ``(m, n, dim)`` for ``m`` context rows."""
@@ -109,28 +145,17 @@ class Flow(nn.Module):
         ``log p(x) = log p_Z0(z_0) - log|det df/dz_0|``. Shapes as in :meth:`sample`, with
         the log-densities shaped ``(n,)`` or ``(m, n)``.
         """
-        if n < 1:
-            raise InputError(f"the number of samples must be positive, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"the number of samples must be a positive integer, got {n!r}")
         rows = self._context_rows(context)
         z = self.base.sample(n * (rows or 1))
         if context is not None:
-            context = torch.as_tensor(context, device=z.device, dtype=z.dtype).repeat_interleave(n, dim=0)
-        x, log_abs_det = self._push(z, context)
+            context = self._cast(context).repeat_interleave(n, dim=0)
+        x, log_abs_det = self.forward(z, context)
         log_prob = self.base.log_prob(z) - log_abs_det
         if rows is None:
             return x, log_prob
         return x.view(rows, n, self.dim), log_prob.view(rows, n)
-
-    def _push(self, z: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``forward`` on base samples, in cache-sized chunks when no gradient is needed."""
-        step = self.inference_chunk
-        if torch.is_grad_enabled() or len(z) <= step:
-            return self.transform(z, self._embed(context, z.shape[0]))
-        parts = [
-            self._push(z[i : i + step], None if context is None else context[i : i + step])
-            for i in range(0, len(z), step)
-        ]
-        return torch.cat([x for x, _ in parts]), torch.cat([log_abs_det for _, log_abs_det in parts])
 
     def trajectory(
         self, z0_or_n: Tensor | int, context: Tensor | None = None, t: Sequence[float] | Tensor | None = None
@@ -138,16 +163,14 @@ class Flow(nn.Module):
         """The states ``[z_0, z_1, ..., z_T]``: a base sample and its image after each layer.
 
         ``z0_or_n`` is either the starting points ``z_0`` (shape ``(n, dim)``) or a number of
-        points to draw from the base distribution. ``z_T`` is the data-side point.
+        points to draw from the base distribution. ``z_T`` is the data-side point. A
+        conditional flow needs one context row per point.
 
         For a continuous-time flow, ``t`` asks for ``z_t`` at those real times in ``[0, 1]``
         instead (``t = 0`` the base, ``t = 1`` the data), solved from the ODE.
         """
-        if isinstance(z0_or_n, int):
-            z = self.base.sample(z0_or_n)
-        else:
-            z = self._check(z0_or_n, "z0")
-        context = self._embed(context, z.shape[0])
+        z = self.base.sample(z0_or_n) if isinstance(z0_or_n, int) else self._check(z0_or_n, "z0")
+        context = self.embed_context(context, len(z))
         if t is not None:
             if not self.is_continuous:
                 raise InputError("trajectory(t=...) needs a continuous-time flow; a discrete flow has z_0, ..., z_T")
@@ -158,27 +181,53 @@ class Flow(nn.Module):
             states.append(z)
         return states
 
+    def loss(self, x: Tensor, context: Tensor | None = None, objective: str = "mle") -> Tensor:
+        """The training loss on a batch: the mean negative log-likelihood (``"mle"``), or for
+        a continuous flow the conditional flow-matching loss (``"fm"``)."""
+        if objective == "mle":
+            return -self.log_prob(x, context).mean()
+        if objective == "fm" and self.is_continuous:
+            x = self._check(x, "x")
+            return self.layers[0].flow_matching_loss(x, self.embed_context(context, len(x)))
+        raise InputError(f"objective {objective!r}: use 'mle', or 'fm' (flow matching) for a continuous flow")
+
+    # -- data-side facts ------------------------------------------------------------------
     @torch.no_grad()
     def initialize(self, x: Tensor, context: Tensor | None = None) -> None:
-        """Run the data-dependent initialisation of every layer (e.g. standardization).
-
-        Each layer that has one sees ``x`` mapped back to its own data side; the context's
-        standardization is fitted to ``context``. Whatever is already initialised (a loaded
-        or resumed model) keeps its values.
-        """
+        """Fit what is fixed by the training data, once: every layer's data-dependent
+        initialisation (standardization, ActNorm; each layer sees ``x`` mapped back to its
+        own data side), the context's standardization, and the data's range
+        (:meth:`far_outside`). A loaded or already initialised flow keeps its values."""
         x = self._check(x, "x")
-        if context is not None and self.context_dim and not bool(self.context_initialized):
-            context = torch.as_tensor(context, device=self._anchor.device, dtype=self._anchor.dtype)
+        if bool(self.initialized):
+            return
+        if context is not None and self.context_dim:
+            context = self._cast(context)
             scale = context.std(dim=0) if len(context) > 1 else torch.ones_like(context[0])
             self.context_loc.copy_(context.mean(dim=0))
             self.context_scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
-            self.context_initialized.fill_(True)
-        self.transform.initialize_from_data(x, self._embed(context, x.shape[0]))
+            self.context_range.copy_(torch.stack((context.min(dim=0).values, context.max(dim=0).values)))
+        self.transform.initialize_from_data(x, self.embed_context(context, len(x)))
+        self.data_range.copy_(torch.stack((x.min(dim=0).values, x.max(dim=0).values)))
+        self.initialized.fill_(True)
+
+    def far_outside(self, x: Tensor | None, context: Tensor | None = None) -> Tensor:
+        """Which rows lie far outside the training data: some coordinate of ``x`` (or of the
+        context) more than the training range's width beyond its minimum or maximum. The
+        density there is extrapolation, however exact its arithmetic. Shape ``(n,)``, bool;
+        either argument may be None."""
+        parts = []
+        if x is not None:
+            parts.append(_beyond(self._check(x, "x"), self.data_range))
+        if context is not None and self.context_dim:
+            parts.append(_beyond(self._cast(context), self.context_range))
+        if not parts:
+            raise InputError("far_outside needs points or contexts")
+        far = parts[0] if len(parts) == 1 else parts[0] | parts[1]
+        return far & self.initialized
 
     def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Add ``U[0, step)`` noise to the quantized columns (see ``dequantize_steps``)."""
-        from flowfit.preprocess import dequantize
-
         return dequantize(self._check(x, "x"), self.dequantize_steps, generator)
 
     def quantize(self, x: Tensor) -> Tensor:
@@ -189,19 +238,28 @@ class Flow(nn.Module):
         safe = torch.where(steps > 0, steps, torch.ones_like(steps))
         return torch.where(steps > 0, torch.floor(x / safe) * safe, x)
 
-    @property
-    def is_continuous(self) -> bool:
-        """Whether this flow is one continuous-time layer (``z_t`` defined for every ``t``)."""
-        return len(self.layers) == 1 and hasattr(self.layers[0], "trajectory")
+    def embed_context(self, context: Tensor | None, n: int) -> Tensor | None:
+        """The context as the transforms see it: standardized, then embedded; checks that
+        there is one row of ``context_dim`` values per point."""
+        if context is None:
+            if self.context_dim:
+                raise InputError("this flow is conditional: pass a context")
+            return None
+        if not self.context_dim:
+            raise InputError("this flow is unconditional: it takes no context")
+        context = self._cast(context)
+        if context.shape != (n, self.context_dim):
+            raise InputError(f"context must have shape ({n}, {self.context_dim}), got {tuple(context.shape)}")
+        context = (context - self.context_loc) / self.context_scale
+        return context if self.context_embedding is None else self.context_embedding(context)
 
     # -- helpers --------------------------------------------------------------------------
-    @property
-    def _anchor(self) -> Tensor:
-        return self.base._anchor
+    def _cast(self, values: Any) -> Tensor:
+        return torch.as_tensor(values, device=self.device, dtype=self.dtype)
 
-    def _check(self, x: Tensor, name: str) -> Tensor:
+    def _check(self, x: Any, name: str) -> Tensor:
         """Cast to the flow's device and dtype and check the shape."""
-        x = torch.as_tensor(x, device=self._anchor.device, dtype=self._anchor.dtype)
+        x = self._cast(x)
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise InputError(f"{name} must have shape (n, {self.dim}), got {tuple(x.shape)}")
         return x
@@ -216,15 +274,22 @@ class Flow(nn.Module):
             raise InputError(f"context must have shape (m, {self.context_dim}), got {shape}")
         return shape[0]
 
-    def _embed(self, context: Tensor | None, n: int) -> Tensor | None:
-        if context is None:
-            if self.context_dim:
-                raise InputError("this flow is conditional: pass a context")
-            return None
-        context = torch.as_tensor(context, device=self._anchor.device, dtype=self._anchor.dtype)
-        if context.dim() != 2 or context.shape != (n, self.context_dim):
-            raise InputError(f"context must have shape ({n}, {self.context_dim}), got {tuple(context.shape)}")
-        context = (context - self.context_loc) / self.context_scale
-        if self.context_embedding is not None:
-            context = self.context_embedding(context)
-        return context
+    def _chunked(
+        self, function: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]], x: Tensor, context: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``function(x, context)``, in cache-sized chunks of rows when no gradient is needed."""
+        step = self.inference_chunk
+        if torch.is_grad_enabled() or len(x) <= step:
+            return function(x, context)
+        parts = [
+            function(x[i : i + step], None if context is None else context[i : i + step])
+            for i in range(0, len(x), step)
+        ]
+        return torch.cat([out for out, _ in parts]), torch.cat([log_abs_det for _, log_abs_det in parts])
+
+
+def _beyond(values: Tensor, value_range: Tensor) -> Tensor:
+    """Rows with a value more than the range's width below its minimum or above its maximum."""
+    low, high = value_range
+    span = high - low
+    return ((values < low - span) | (values > high + span)).any(dim=1)

@@ -1,10 +1,15 @@
-"""Small neural networks used as conditioners inside transforms."""
+"""Small neural networks used as conditioners inside transforms, and the size checks that
+keep a config from asking for a network that cannot be built."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
+
+from flowfit.config import Configurable
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -15,8 +20,43 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 
+#: The most parameters a flowfit model may have (2 GB of float32): a config asking for more
+#: (``hidden: [1000000, 1000000]``) is refused before anything is allocated.
+MAX_PARAMETERS = 500_000_000
+#: The most transforms a flow may stack (``layers: 1e9`` would build until killed).
+MAX_LAYERS = 1000
 
-class MLP(nn.Sequential):
+
+def positive_int(value: Any, name: str, limit: int | None = None) -> int:
+    """``value`` if it is a positive integer (not a bool, not a float) at most ``limit``;
+    raises ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if limit is not None and value > limit:
+        raise ValueError(f"{name} = {value:,} is more than the {limit:,} flowfit allows")
+    return value
+
+
+def sizes(values: Any, name: str) -> tuple[int, ...]:
+    """A sequence of positive integer layer widths as a tuple (empty allowed)."""
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list of positive integers, got {values!r}")
+    return tuple(positive_int(v, f"each of {name}") for v in values)
+
+
+def mlp_parameters(in_features: int, out_features: int, hidden: Sequence[int]) -> int:
+    """How many parameters an :class:`MLP` with these sizes has."""
+    widths = [in_features, *hidden, out_features]
+    return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
+
+def check_parameters(count: int, what: str) -> None:
+    """Refuse (``ValueError``) a model of more than :data:`MAX_PARAMETERS` parameters."""
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{what} would have {count:,} parameters, more than the {MAX_PARAMETERS:,} flowfit allows")
+
+
+class MLP(Configurable, nn.Sequential):
     """A fully connected network ``in_features -> hidden... -> out_features``.
 
     With ``zero_last`` (the default) the last layer starts at zero, so a transform whose
@@ -34,6 +74,8 @@ class MLP(nn.Sequential):
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        hidden = sizes(hidden, "hidden")
+        check_parameters(mlp_parameters(in_features, out_features, hidden), "a conditioner network")
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -96,11 +97,13 @@ def _skewness(values: Tensor) -> float:
     return (centred.pow(3).mean() / std.pow(3)).item() if std > 0 else 0.0
 
 
-def auto_plan(values: Tensor) -> ColumnPlan:
-    """The ``auto`` choice for one column (see the module docstring)."""
+def auto_plan(values: Tensor, lowest: float | None = None) -> ColumnPlan:
+    """The ``auto`` choice for one column (see the module docstring): decided on ``values``
+    (the training rows), with ``lowest``, the smallest value of every row the model will see
+    (validation and test included), deciding whether the column is positive."""
     values = values.double()
     step = quantization_step(values)
-    low = values.min().item()
+    low = min(values.min().item(), values.min().item() if lowest is None else lowest)
     positive = low > 0 or (step > 0 and low >= 0)
     skewed = False
     if positive:
@@ -109,46 +112,75 @@ def auto_plan(values: Tensor) -> ColumnPlan:
     return ColumnPlan("log" if skewed else "none", step)
 
 
-def make_plan(values: Tensor, names: list[str], spec: str = "auto") -> list[ColumnPlan]:
+def make_plan(
+    values: Tensor, names: list[str], spec: str = "auto", lowest: Sequence[float] | None = None
+) -> list[ColumnPlan]:
     """One :class:`ColumnPlan` per column from ``spec``: ``auto``, one spec for every column,
-    or ``name=spec,name=spec`` (columns not named get ``auto``)."""
+    or ``name=spec,name=spec`` (columns not named get ``auto``; a column named twice is an
+    error). ``values`` are the training rows, which decide; ``lowest`` (each column's
+    minimum over every row, training or not) keeps ``auto`` from choosing ``log`` for a
+    column that is positive only in the training rows. The caller checks every row's
+    support (:func:`outside_support`)."""
     spec = spec.strip()
     per_column: dict[str, str] = {}
     default = spec
     if "=" in spec:
         default = "auto"
         for part in re.split(r",(?![^\[]*\])", spec):  # commas outside logit[a,b]
-            name, _, column_spec = part.partition("=")
-            if name.strip() not in names:
-                raise InputError(f"--preprocess names a column {name.strip()!r} the data does not have")
-            per_column[name.strip()] = column_spec.strip()
+            name, _, column_spec = (piece.strip() for piece in part.partition("="))
+            if name not in names:
+                raise InputError(f"--preprocess names a column {name!r} the data does not have")
+            if name in per_column:
+                raise InputError(f"--preprocess sets column {name!r} twice ({per_column[name]} and {column_spec})")
+            per_column[name] = column_spec
     plans = []
     for j, name in enumerate(names):
         column_spec = per_column.get(name, default)
         column = values[:, j]
         if column_spec == "auto":
-            plans.append(auto_plan(column))
-            continue
-        plan = parse_spec(column_spec, step=quantization_step(column) or 1.0)
-        check_support(plan, column.min().item(), column.max().item(), name)
-        plans.append(plan)
+            plans.append(auto_plan(column, None if lowest is None else lowest[j]))
+        else:
+            plans.append(parse_spec(column_spec, step=quantization_step(column) or 1.0))
     return plans
 
 
-def check_support(plan: ColumnPlan, low: float, top: float, name: str) -> None:
-    """A column whose values lie in ``[low, top]`` (after dequantization, ``x + u * step``
-    with ``u`` in ``(0, 1)``) must lie where its map is defined; raise
-    :class:`~flowfit.errors.InputError` if not."""
-    if plan.dequantize:
-        inside_log = low >= 0
-        inside_logit = low >= plan.lower and top + plan.dequantize <= plan.upper
-    else:
-        inside_log = low > 0
-        inside_logit = low > plan.lower and top < plan.upper
-    if plan.kind == "log" and not inside_log:
-        raise InputError(f"column {name!r} has values <= 0; log preprocessing needs positive data")
-    if plan.kind == "logit" and not inside_logit:
-        raise InputError(f"column {name!r} has values outside ({plan.lower:g}, {plan.upper:g})")
+def outside_support(plan: ColumnPlan, values: Tensor) -> Tensor:
+    """Which values lie where the plan's map is undefined (after dequantization, ``x + u *
+    step`` with ``u`` in ``(0, 1)``): ``<= 0`` for ``log``, outside ``(a, b)`` for
+    ``logit``. Shape of ``values``, bool."""
+    values = values.double()
+    if plan.kind == "log":
+        return values < 0 if plan.dequantize else values <= 0
+    if plan.kind == "logit":
+        if plan.dequantize:
+            return (values < plan.lower) | (values + plan.dequantize > plan.upper)
+        return (values <= plan.lower) | (values >= plan.upper)
+    return torch.zeros_like(values, dtype=torch.bool)
+
+
+def support_message(plan: ColumnPlan) -> str:
+    """What the plan's map needs, for error messages."""
+    if plan.kind == "log":
+        return "log preprocessing needs values >= 0 (dequantized)" if plan.dequantize else "log needs values > 0"
+    return f"{plan.spec} needs values inside ({plan.lower:g}, {plan.upper:g})"
+
+
+def check_support(plan: ColumnPlan, values: Tensor, name: str, first_row: int = 0) -> None:
+    """Raise :class:`~flowfit.errors.InputError` naming the first row of ``values`` (one
+    column) outside the plan's support (rows numbered from ``first_row + 1``)."""
+    outside = outside_support(plan, values)
+    if bool(outside.any()):
+        row = int(outside.nonzero()[0])
+        raise InputError(
+            f"row {first_row + row + 1}, column {name!r} is {values[row].item():g}: {support_message(plan)}; "
+            f"choose another --preprocess for {name}"
+        )
+
+
+def check_plans(plans: Sequence[ColumnPlan], values: Tensor, names: Sequence[str], first_row: int = 0) -> None:
+    """:func:`check_support` for every column of a block of rows."""
+    for j, (plan, name) in enumerate(zip(plans, names, strict=True)):
+        check_support(plan, values[:, j], name, first_row)
 
 
 def describe(plans: list[ColumnPlan], names: list[str]) -> str:

@@ -1,9 +1,12 @@
-"""A whole ``flowfit train`` run: settings, devices, processes, checkpoints and outputs.
+"""A whole ``flowfit train`` run: settings, checks, devices, processes, checkpoints, outputs.
 
-While it trains, a run keeps ``OUT.partial/`` with its settings (``run.json``), its latest
-checkpoint and its log (``log.csv``); ``flowfit train --resume OUT`` continues from there with
-no other argument. When training ends, the outputs are written into a temporary directory
-that then replaces ``OUT`` in one rename, and ``OUT.partial/`` is removed.
+Everything is checked before anything is written: the settings, the output directory, every
+row of the data, the model's size. While it trains, a run holds a lock on its output and
+keeps ``OUT.partial/`` with its settings (``run.json``), its checkpoint and its log;
+``flowfit train --resume OUT`` continues from there with no other argument. When training
+ends, the outputs are written into a temporary directory that replaces ``OUT`` in one
+rename, and ``OUT.partial/`` is removed. A run that diverges removes ``OUT.partial/`` too
+(there is nothing to resume); one that is interrupted (Ctrl-C, SIGTERM) keeps it.
 
 Under ``torchrun --nproc_per_node=N -m flowfit train ...`` every process trains (DDP, gloo on
 CPU, nccl on GPU) and only rank 0 writes anything.
@@ -11,81 +14,75 @@ CPU, nccl on GPU) and only rank 0 writes anything.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from flowfit import pipeline
-from flowfit.errors import CheckpointError, InputError
-from flowfit.io import atomic_directory, write_json
-from flowfit.preprocess import describe
-from flowfit.train import fit
+from flowfit import sources
+from flowfit._version import __version__
+from flowfit.errors import CheckpointError, InputError, TrainingDivergedError
+from flowfit.families import FAMILIES, family_for
+from flowfit.files import check_directory, lock, replace_directory, write_json, write_text
+from flowfit.flow import Flow
+from flowfit.io import save
+from flowfit.options import TrainOptions, check_types
+from flowfit.preprocess import bits_per_dim, describe
+from flowfit.sources import Data
+from flowfit.train import FitResult, fit, nll
+
+DTYPES = ("float32", "float64")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunSettings:
     """Everything ``flowfit train`` was asked for; saved as ``run.json`` for ``--resume``."""
 
     data: str = "moons"
-    flow: str = "realnvp"
-    objective: str = "mle"
-    layers: int | None = None
-    hidden: tuple[int, ...] | None = None
-    bins: int | None = None
-    steps: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    schedule: str = "cosine"
-    ema: float | None = None
-    patience: int | None = None
-    seed: int = 0
     columns: list[str] | None = None
     given: list[str] | None = None
     preprocess: str = "auto"
+    flow: str = "realnvp"
+    layers: int | None = None
+    hidden: list[int] | None = None
+    bins: int | None = None
+    training: TrainOptions = field(default_factory=TrainOptions)
     device: str = "auto"
     dtype: str = "float32"
-    checkpoint_every: int = 1000
     out: str = "runs/train"
     force: bool = False
     plots: bool = True
 
-    def resolved(self) -> RunSettings:
-        """Check every value and fill the family's defaults in; raises InputError."""
-        if self.flow not in pipeline.FLOW_CHOICES:
-            raise InputError(
-                f"--flow {self.flow!r} is not a flow family; choose from {', '.join(pipeline.FLOW_CHOICES)}"
-            )
-        if self.objective not in ("mle", "fm"):
-            raise InputError(f"--objective must be mle or fm, got {self.objective!r}")
-        if self.objective == "fm" and self.flow != "cnf":
+    def __post_init__(self) -> None:
+        check_types(self, skip=("training",))
+        if not isinstance(self.training, TrainOptions):
+            raise InputError("training must be TrainOptions")
+        if self.flow not in FAMILIES:
+            raise InputError(f"--flow {self.flow!r} is not a flow family; choose from {', '.join(FAMILIES)}")
+        family = FAMILIES[self.flow]
+        for name in ("layers", "bins"):
+            if getattr(self, name) is not None and not family.accepts(name):
+                raise InputError(f"--{name} does not apply to --flow {self.flow}")
+        if self.training.objective == "fm" and self.flow != "cnf":
             raise InputError("--objective fm (flow matching) trains continuous flows: use it with --flow cnf")
-        if self.flow == "cnf" and (self.layers is not None or self.bins is not None):
-            raise InputError("--layers and --bins do not apply to --flow cnf (one continuous-time layer)")
-        if self.dtype not in ("float32", "float64"):
+        if self.dtype not in DTYPES:
             raise InputError(f"--dtype must be float32 or float64, got {self.dtype!r}")
-        defaults = pipeline.training_defaults(self.flow, self.objective)
-        settings = RunSettings(**asdict(self))
-        settings.steps = self.steps if self.steps is not None else defaults["steps"]
-        settings.batch_size = self.batch_size if self.batch_size is not None else defaults["batch_size"]
-        settings.lr = self.lr if self.lr is not None else defaults["lr"]
-        settings.hidden = tuple(self.hidden) if self.hidden else defaults.get("hidden")
-        for name in ("steps", "batch_size", "layers", "bins", "patience"):
-            value = getattr(settings, name)
+        for name in ("layers", "bins"):
+            value = getattr(self, name)
             if value is not None and value < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-        if not settings.lr > 0:
-            raise InputError(f"--lr must be positive, got {settings.lr}")
-        if settings.checkpoint_every < 0:
-            raise InputError(f"--checkpoint-every must be >= 0, got {settings.checkpoint_every}")
-        return settings
+                raise InputError(f"--{name} must be a positive integer, got {value}")
+        if self.hidden is not None and (not self.hidden or min(self.hidden) < 1):
+            raise InputError(f"--hidden must be positive integers, got {self.hidden}")
 
     @property
     def partial(self) -> Path:
@@ -93,17 +90,151 @@ class RunSettings:
         out = Path(self.out)
         return out.with_name(out.name + ".partial")
 
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, values: Any) -> RunSettings:
+        if not isinstance(values, dict):
+            raise InputError("run.json must hold a JSON object")
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise InputError(f"run.json has unknown settings: {', '.join(unknown)}")
+        return cls(**{**values, "training": TrainOptions.from_dict(values.get("training", {}))})
+
     @classmethod
     def load(cls, out: str | Path) -> RunSettings:
         """The settings of the interrupted run whose ``--out`` was ``out``."""
-        partial = Path(out).with_name(Path(out).name + ".partial")
+        path = Path(out).with_name(Path(out).name + ".partial") / "run.json"
         try:
-            values = json.loads((partial / "run.json").read_text())
-            return cls(**values)
+            return cls.from_json(json.loads(path.read_text()))
         except FileNotFoundError:
-            raise CheckpointError(f"nothing to resume: {partial / 'run.json'} does not exist") from None
-        except (json.JSONDecodeError, TypeError) as error:
-            raise CheckpointError(f"{partial / 'run.json'} is not a flowfit run ({error})") from None
+            raise CheckpointError(f"nothing to resume: {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, InputError) as error:
+            raise CheckpointError(f"{path} is not a flowfit run ({error}); start afresh with --force") from None
+
+
+def run_training(
+    settings: RunSettings, resume: bool = False, progress: bool = True, echo: Callable[[str], Any] = print
+) -> dict[str, Any]:
+    """Train, evaluate and write the run directory; returns the metrics."""
+    rank, world, local_rank = _start_processes()
+    say = echo if rank == 0 else (lambda _text: None)
+    device, dtype = _device(settings.device, local_rank), getattr(torch, settings.dtype)
+    out, partial = Path(settings.out), settings.partial
+    with _lock_on_rank_zero(out, rank, world):
+        if not resume:
+            _check_fresh(out, partial, settings.force)
+        data = sources.resolve(
+            settings.data, settings.columns, settings.given, settings.training.seed, settings.preprocess, dtype
+        )
+        model, notice = _build(settings, data)
+        model = model.to(device=device, dtype=dtype)
+        if notice:
+            say(f"note: {notice}")
+        if data.plans:
+            say(f"preprocessing: {describe(data.plans, data.columns)}")
+        if rank == 0 and not resume:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            write_json(partial / "run.json", settings.to_json())
+        what = f"p({', '.join(data.columns)} | {', '.join(data.given)})" if data.given else f"{data.dim}-D"
+        options = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1])
+        say(
+            f"{'resuming' if resume else 'training'} {model.metadata['flow']} "
+            f"({sum(p.numel() for p in model.parameters()):,} parameters) on {data.source} ({what}) "
+            f"for {options.steps} steps on {device}" + (f" in {world} processes" if world > 1 else "")
+        )
+        start = time.perf_counter()
+        try:
+            result = fit(
+                model,
+                data.train,
+                options,
+                val_data=data.val,
+                checkpoint_dir=partial / "checkpoint",
+                resume=resume,
+                log_path=partial / "log.csv",
+                tensorboard_dir=partial / "tensorboard",
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            say(f"the run is checkpointed in {partial}; continue it with: flowfit train --resume {out}")
+            raise
+        except TrainingDivergedError:
+            if rank == 0:
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        metrics: dict[str, Any] = {}
+        if rank == 0:
+            metrics = evaluate(model, data, result)
+            metrics.update(world_size=world, device=str(device))
+            with replace_directory(out, force=True) as temporary:
+                written = write_run(temporary, model, data, result, metrics, plots=settings.plots)
+                if (partial / "tensorboard").is_dir():  # TensorBoard's events, when it is installed
+                    shutil.copytree(partial / "tensorboard", temporary / "tensorboard")
+                    written.append(temporary / "tensorboard")
+            shutil.rmtree(partial, ignore_errors=True)
+            metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
+            _print_summary(metrics, [out / p.name for p in written], say)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
+
+
+def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
+    """The model of the run (sizes checked before anything is allocated) and a notice when
+    its family had to change for one-dimensional data."""
+    family, notice = family_for(settings.flow, data.dim)
+    architecture = FAMILIES[settings.flow].cls.defaults_for(settings.training.objective)[0]
+    options = architecture | {"layers": settings.layers, "hidden": settings.hidden, "bins": settings.bins}
+    options = {k: v for k, v in options.items() if v is not None and family.accepts(k)}
+    plans = [dataclasses.asdict(plan) for plan in data.plans]
+    torch.manual_seed(settings.training.seed)
+    try:
+        model = family.build(data.dim, context_dim=len(data.given), preprocess=plans, **options)
+    except ValueError as error:
+        raise InputError(f"--flow {family.name}: {error}") from None
+    model.metadata = {
+        "data": data.source,
+        "columns": data.columns,
+        "given": data.given,
+        "flow": family.name,
+        "objective": settings.training.objective,
+    }
+    return model, notice
+
+
+def _check_fresh(out: Path, partial: Path, force: bool) -> None:
+    """A new run may write ``out`` (absent, or a flowfit run and ``--force``) and its partial
+    directory (absent, or an interrupted flowfit run and ``--force``)."""
+    check_directory(out, force)
+    if partial.exists():
+        if not force:
+            raise InputError(f"{partial} holds an interrupted run: continue it with --resume {out}, or pass --force")
+        if not (partial / "run.json").is_file():
+            raise InputError(f"{partial} is not a flowfit run and will not be replaced; remove it yourself")
+
+
+@contextlib.contextmanager
+def _lock_on_rank_zero(out: Path, rank: int, world: int) -> Iterator[None]:
+    """Rank 0 locks the run's output for the whole run; every rank learns whether it could."""
+    with contextlib.ExitStack() as stack:
+        problem: InputError | None = None
+        if rank == 0:
+            try:
+                stack.enter_context(lock(out))
+            except InputError as error:
+                problem = error
+        if world > 1:
+            failed = torch.tensor([problem is not None], dtype=torch.int32)
+            dist.all_reduce(failed)
+            if failed.item() and problem is None:
+                raise InputError(f"rank 0 could not take the lock on {out}")
+        if problem is not None:
+            raise problem
+        yield
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -133,95 +264,60 @@ def _start_processes() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def run_training(
-    settings: RunSettings, resume: bool = False, progress: bool = True, echo: Callable[[str], Any] = print
-) -> dict[str, Any]:
-    """Train, evaluate and write the run directory; returns the metrics."""
-    settings = settings.resolved()
-    rank, world, local_rank = _start_processes()
-    say = echo if rank == 0 else (lambda _text: None)
-    out, partial = Path(settings.out), settings.partial
-    if not resume:
-        if out.exists() and not settings.force:
-            raise InputError(f"{out} already exists; pass --force to replace it")
-        if partial.exists():
-            if not settings.force:
-                raise InputError(
-                    f"{partial} holds an interrupted run: continue it with --resume {out}, or pass --force"
-                )
-    if world > 1:
-        dist.barrier()  # every process has checked the directories before rank 0 touches them
-    if not resume and partial.exists() and rank == 0:
-        shutil.rmtree(partial)
-    device = _device(settings.device, local_rank)
-    dataset = pipeline.resolve_data(settings.data, settings.columns, settings.given, settings.seed, settings.preprocess)
-    if dataset.plans:
-        say(f"preprocessing: {describe(dataset.plans, dataset.columns)}")
-    torch.manual_seed(settings.seed)
-    options = {"layers": settings.layers, "hidden": settings.hidden, "bins": settings.bins}
-    model = pipeline.build_flow(settings.flow, dataset.dim, len(dataset.given), dataset.plans, **options)
-    model = model.to(device=device, dtype=getattr(torch, settings.dtype))
-    model.metadata = {
-        "data": dataset.source,
-        "columns": dataset.columns,
-        "given": dataset.given,
-        "flow": settings.flow,
-        "objective": settings.objective,
+def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
+    """The numbers of ``metrics.json`` (NLLs in nats per sample, in the data's units)."""
+    from flowfit.datasets import moons_log_prob
+
+    test_nll, test_stderr = nll(flow, *data.test)
+    metrics: dict[str, Any] = {
+        "data": data.source,
+        "dim": data.dim,
+        "flow": flow.metadata.get("flow"),
+        "train_nll": nll(flow, *data.reference)[0],
+        "val_nll": nll(flow, *data.val)[0],
+        "test_nll": test_nll,
+        "test_nll_stderr": test_stderr,
+        "test_size": len(data.test[0]),
+        "steps": result.steps,
+        "stopped_at": result.stopped_at,
+        "best_step": result.best_step,
+        "skipped_steps": len(result.skipped),
+        "rollbacks": len(result.rollbacks),
+        "seconds": round(result.seconds, 2),
+        "params": sum(p.numel() for p in flow.parameters()),
+        "flowfit_version": __version__,
+        "torch_version": torch.__version__,
     }
-    if rank == 0:
-        partial.mkdir(parents=True, exist_ok=True)
-        write_json(partial / "run.json", asdict(settings))
-    what = f"p({', '.join(dataset.columns)} | {', '.join(dataset.given)})" if dataset.given else f"{dataset.dim}-D"
-    processes = f" in {world} processes" if world > 1 else ""
-    say(
-        f"{'resuming' if resume else 'training'} {settings.flow} ({sum(p.numel() for p in model.parameters()):,} "
-        f"parameters) on {dataset.source} ({what}) for {settings.steps} steps on {device}{processes}"
-    )
-    start = time.perf_counter()
-    try:
-        result = fit(
-            model,
-            dataset.train,
-            steps=settings.steps,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            seed=settings.seed,
-            val_data=dataset.val,
-            schedule=settings.schedule,
-            ema=settings.ema,
-            patience=settings.patience,
-            objective=settings.objective,
-            checkpoint_dir=partial / "checkpoint",
-            checkpoint_every=settings.checkpoint_every or None,
-            resume=resume,
-            log_path=partial / "log.csv",
-            tensorboard_dir=partial / "tensorboard",
-            progress=progress,
-        )
-    except KeyboardInterrupt:
-        say(f"the run is checkpointed in {partial}; continue it with: flowfit train --resume {out}")
-        raise
-    metrics: dict[str, Any] = {}
-    if rank == 0:
-        metrics = pipeline.evaluate(model, dataset, result)
-        metrics.update(
-            world_size=world, device=str(device), rollbacks=len(result.rollbacks), stopped_at=result.stopped_at
-        )
-        with atomic_directory(out, force=True) as temporary:
-            written = pipeline.write_run(temporary, model, dataset, result, metrics, plots=settings.plots)
-            if (partial / "tensorboard").is_dir():  # TensorBoard's events, when it is installed
-                shutil.copytree(partial / "tensorboard", temporary / "tensorboard")
-                written.append(temporary / "tensorboard")
-        shutil.rmtree(partial, ignore_errors=True)
-        metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
-        _print_summary(metrics, [out / p.name for p in written], say)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    if bool(flow.dequantize_steps.any()):
+        metrics["test_bits_per_dim"] = bits_per_dim(test_nll, data.dim)
+    if data.source == "moons":
+        # the test set's NLL under the true density: the floor no model can beat (in expectation)
+        floor = -moons_log_prob(data.test[0]).mean().item()
+        metrics["entropy_floor"] = floor
+        metrics["gap_to_floor"] = test_nll - floor
     return metrics
 
 
+def write_run(
+    directory: Path, flow: Flow, data: Data, result: FitResult, metrics: dict[str, Any], plots: bool = True
+) -> list[Path]:
+    """Write the model, ``metrics.json``, ``history.csv`` and (``plots``) the pictures."""
+    save(flow, directory)
+    write_json(directory / "metrics.json", metrics)
+    lines = ["step,train_loss,val_metric"]
+    lines += [f"{s},{t:.6f},{v:.6f}" for (s, t), (_, v) in zip(result.train_curve, result.val_curve, strict=True)]
+    write_text(directory / "history.csv", "\n".join(lines) + "\n")
+    written = [directory / name for name in ("model.safetensors", "config.json", "metrics.json", "history.csv")]
+    if plots:
+        from flowfit import viz
+
+        written += viz.run_pictures(directory, flow, data, result, metrics.get("entropy_floor"))
+    return written
+
+
 def _print_summary(metrics: dict[str, Any], written: list[Path], say: Callable[[str], Any]) -> None:
+    if not math.isfinite(metrics["test_nll"]):
+        say("warning: the test NLL is not finite: some test rows have zero density under the model")
     say(
         f"test NLL {metrics['test_nll']:.4f} ± {metrics['test_nll_stderr']:.4f} nats on {metrics['test_size']:,} points"
     )
@@ -237,4 +333,7 @@ def _print_summary(metrics: dict[str, Any], written: list[Path], say: Callable[[
         f"{metrics['stopped_at']} steps (best at {metrics['best_step']}) in {metrics['seconds']:.1f} s, "
         f"{metrics['wall_seconds']:.1f} s with evaluation and pictures"
     )
+    if metrics["skipped_steps"]:
+        skipped, rollbacks = metrics["skipped_steps"], metrics["rollbacks"]
+        say(f"the divergence guard skipped {skipped} steps and rolled back {rollbacks} times")
     say("wrote " + ", ".join(str(p) for p in written))

@@ -1,6 +1,9 @@
 """Pictures of a flow: samples against data, the density as a heat map, the layer-by-layer
 map from N(0, I) to the data (a grid of panels and a GIF), loss curves and log-likelihood
 histograms. Every function writes its file atomically and returns its path.
+
+This module sits on top of the core (it uses matplotlib's non-interactive Agg backend, chosen
+here and nowhere else: importing :mod:`flowfit` itself never touches matplotlib).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from PIL import Image
 from torch import Tensor
 
 from flowfit.distributions import StandardNormal
+from flowfit.files import atomic_path
 from flowfit.flow import Flow
-from flowfit.io import atomic_path
+from flowfit.sources import Data
 from flowfit.train import FitResult
 
 Bounds = tuple[float, float, float, float]
@@ -60,8 +64,15 @@ def density_grid(flow: Flow, bounds: Bounds, resolution: int = 200) -> tuple[np.
     ys = y_min + dy * (np.arange(resolution) + 0.5)
     grid_x, grid_y = np.meshgrid(xs, ys)
     points = torch.from_numpy(np.stack((grid_x.ravel(), grid_y.ravel()), axis=1))
-    log_p = torch.cat([flow.log_prob(chunk) for chunk in points.split(16384)])
+    log_p = flow.log_prob(points)
     return xs, ys, log_p.double().cpu().numpy().reshape(resolution, resolution)
+
+
+def _aspect(bounds: Bounds) -> str:
+    """``equal`` when both axes span similar lengths (toys, pictures); ``auto`` when they
+    differ by more than 5x (a table's columns in their own units), so neither is a sliver."""
+    width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
+    return "equal" if max(width, height) <= 5 * min(width, height) else "auto"
 
 
 def _scatter(ax: plt.Axes, points: Tensor, color: str = "tab:blue", size: float = 1.0) -> None:
@@ -81,7 +92,7 @@ def plot_samples(data: Tensor, samples: Tensor, path: str | Path, title: str = "
         ax.set_title(f"{name} (n = {len(points):,})")
         ax.set_xlim(bounds[:2])
         ax.set_ylim(bounds[2:])
-        ax.set_aspect("equal")
+        ax.set_aspect(_aspect(bounds))
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -116,18 +127,24 @@ def layer_titles(flow: Flow) -> list[str]:
 
 
 @torch.inference_mode()
-def trajectory_frames(flow: Flow, n: int = 2000, frames: int = 10) -> tuple[list[Tensor], list[str], str, int]:
+def trajectory_frames(
+    flow: Flow, n: int = 2000, frames: int = 10, context: Tensor | None = None
+) -> tuple[list[Tensor], list[str], str, int]:
     """What to animate: ``(states, titles, note, frames_per_layer)``.
 
     A continuous flow gives ``frames`` states ``z_t`` solved from its ODE at evenly spaced
     ``t`` in ``[0, 1]`` (nothing is interpolated); a discrete flow gives ``z_0, ..., z_T``
-    with ``frames`` interpolated frames between consecutive layers.
+    with ``frames`` interpolated frames between consecutive layers. A conditional flow needs
+    one ``context`` row, used for every point.
     """
+    if context is not None:
+        context = torch.as_tensor(context).reshape(1, -1).expand(n, -1)
     if flow.is_continuous:
         times = torch.linspace(0, 1, max(frames, 2)).tolist()
-        states = flow.trajectory(n, t=times)
+        states = flow.trajectory(n, context, t=times)
         return states, [f"z_t at t = {t:.2f}" for t in times], "continuous flow: every frame is z_t from the ODE", 1
-    return flow.trajectory(n), layer_titles(flow), "discrete flow: frames between layers are interpolated", frames
+    note = "discrete flow: frames between layers are interpolated"
+    return flow.trajectory(n, context), layer_titles(flow), note, frames
 
 
 def plot_layers(states: Sequence[Tensor], path: str | Path, titles: Sequence[str] | None = None) -> Path:
@@ -145,7 +162,7 @@ def plot_layers(states: Sequence[Tensor], path: str | Path, titles: Sequence[str
         ax.scatter(p[:, 0], p[:, 1], s=1.5, c=colors, linewidths=0, rasterized=True)
         ax.set_xlim(bounds[:2])
         ax.set_ylim(bounds[2:])
-        ax.set_aspect("equal")
+        ax.set_aspect(_aspect(bounds))
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
     return _save(fig, path)
@@ -171,7 +188,7 @@ def animate(
     fig, ax = plt.subplots(figsize=(size, size))
     ax.set_xlim(bounds[:2])
     ax.set_ylim(bounds[2:])
-    ax.set_aspect("equal")
+    ax.set_aspect(_aspect(bounds))
     ax.set_xticks([])
     ax.set_yticks([])
     scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=2, c=_colors(states[0]), linewidths=0)
@@ -229,19 +246,41 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
 
 @torch.inference_mode()
 def plot_loglik(flow: Flow, data: Tensor, context: Tensor | None, path: str | Path) -> Path:
-    """Histograms of ``log p(x)`` on ``data`` under the trained flow and under ``N(0, I)``
-    (the untrained starting point in raw units): the tutorial's before/after picture."""
-    contexts = context.split(16384) if context is not None else [None] * len(data.split(16384))
-    trained = torch.cat([flow.log_prob(x, c) for x, c in zip(data.split(16384), contexts, strict=True)])
-    trained = trained.cpu().numpy()
-    before = StandardNormal(data.shape[1]).log_prob(data.double().cpu()).numpy()
+    """Histograms of the log-likelihood of ``data`` under the trained flow and under ``N(0,
+    I)`` (the untrained starting point in raw units): the tutorial's before/after picture.
+    Quantized columns are dequantized first, for both, as in training."""
+    points = flow.dequantize(data, torch.Generator().manual_seed(0))
+    trained = flow.log_prob(points, context).double().cpu().numpy()
+    before = StandardNormal(data.shape[1]).double().log_prob(points.double().cpu()).numpy()
+    finite = np.isfinite(trained)
     fig, ax = plt.subplots(figsize=(6, 4))
-    low = float(np.quantile(np.concatenate((trained, before)), 0.005))
-    high = float(max(trained.max(), before.max()))
+    shown = np.concatenate((trained[finite], before))
+    low, high = float(np.quantile(shown, 0.005)), float(shown.max())
     bins = np.linspace(low, high, 80)
     ax.hist(before, bins=bins, alpha=0.6, label=f"N(0, I): mean {before.mean():.3f}")
-    ax.hist(trained, bins=bins, alpha=0.6, label=f"trained flow: mean {trained.mean():.3f}")
+    outside = f" ({(~finite).sum()} rows outside its support)" if not finite.all() else ""
+    ax.hist(trained[finite], bins=bins, alpha=0.6, label=f"trained flow: mean {trained[finite].mean():.3f}{outside}")
     ax.set_xlabel("log p(x) on test data (nats)")
     ax.set_ylabel("count")
     ax.legend()
     return _save(fig, path)
+
+
+def run_pictures(directory: Path, flow: Flow, data: Data, result: FitResult, floor: float | None) -> list[Path]:
+    """The pictures of a ``flowfit train`` run: the loss and log-likelihood for every model;
+    samples, density, layers and the GIF for an unconditional 2-D one."""
+    written = [
+        plot_loss(result, directory / "loss.png", floor),
+        plot_loglik(flow, *data.test, directory / "loglik.png"),
+    ]
+    if data.dim == 2 and not flow.context_dim:
+        reference = data.reference[0]
+        with torch.inference_mode():
+            samples = flow.sample(10_000)
+        written.append(plot_samples(reference, samples, directory / "samples.png"))
+        written.append(plot_density(flow, reference, directory / "density.png"))
+        states, titles, _, _ = trajectory_frames(flow, 2_000, frames=8)
+        written.append(plot_layers(states, directory / "layers.png", titles))
+        states, titles, note, per_layer = trajectory_frames(flow, 2_000, frames=60 if flow.is_continuous else 10)
+        written.append(animate(states, directory / "flow.gif", titles, per_layer, note=note))
+    return written

@@ -18,9 +18,14 @@ from collections.abc import Iterable
 
 from torch import Tensor, nn
 
+from flowfit.config import Configurable
 
-class Transform(nn.Module):
-    """A bijection ``f`` with a tractable log-Jacobian-determinant."""
+
+class Transform(Configurable, nn.Module):
+    """A bijection ``f`` with a tractable log-Jacobian-determinant.
+
+    Its constructor's arguments are recorded (:class:`~flowfit.config.Configurable`), so a
+    flow built from flowfit transforms can be saved and rebuilt."""
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map base side to data side: return ``f(z)`` and ``log|det df/dz|``."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowfit.config import Configurable
 from flowfit.transforms.splines import rational_quadratic_spline, spline_params_per_dim
 
 
-class ElementwiseMap(nn.Module):
+class ElementwiseMap(Configurable, nn.Module):
     """Interface of the elementwise maps (no trainable parameters of their own)."""
 
     params_per_dim: int = 0

@@ -1,0 +1,199 @@
+"""A run's data: what ``flowfit train --data`` names, resolved into training, validation and
+test sets, with every row checked before any training starts.
+
+``--data`` is a toy name (fresh draws every step; fixed validation, test and reference
+draws), ``image:PATH`` or ``logo`` (points drawn from a picture), a table that ships inside
+a package (``saratoga``, ``digits``) or a file (see :mod:`flowfit.tables`). A table is
+shuffled with the seed and split 80/10/10; a ``.npy`` file stays on disk.
+
+Every row of a table (training, validation and test) is checked against the model's dtype
+and against each column's preprocessing, and the error names the row and the column:
+a value that only the test split holds must not become ``inf`` in a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flowfit.datasets import LOGO, TABLES, TOYS, image
+from flowfit.errors import InputError
+from flowfit.preprocess import ColumnPlan, check_plans, make_plan
+from flowfit.tables import Rows, check_resolution, check_values, load_table, open_rows, pick, select_rows, split_spec
+from flowfit.train import split_indices
+
+#: Seeds of the fixed validation and test draws from a toy generator (the test seed is the
+#: one of the shared reference protocol).
+VAL_SEED, TEST_SEED = 987_654_321, 12345
+TEST_SIZE = 100_000
+#: Training rows (at most) that ``--preprocess auto`` looks at when the data stay on disk.
+PLAN_ROWS = 1_000_000
+#: What ``--preprocess auto`` means for bundled tables whose nature is known: digits are
+#: pixel intensities 0..16, blank border pixels included.
+TABLE_PREPROCESS = {"digits": "dequantize+logit[0,17]"}
+
+Pair = tuple[Tensor, Tensor | None]
+
+
+@dataclass
+class Data:
+    """Where a run's data come from and how they are split; contexts are ``None`` for an
+    unconditional model."""
+
+    source: str
+    columns: list[str]
+    given: list[str]
+    #: in memory, on disk (a ``.npy`` file, read a batch at a time), or a sampler
+    train: Pair | tuple[Rows, Rows | None] | Callable[[int], Tensor]
+    val: Pair
+    test: Pair
+    #: a fixed sample of the training distribution (pictures, and the train NLL)
+    reference: Pair
+    #: how each column enters the flow (empty: standardization only)
+    plans: list[ColumnPlan] = field(default_factory=list)
+    #: whether the data are drawn from a generator (a toy or a picture)
+    generated: bool = False
+
+    @property
+    def dim(self) -> int:
+        return self.val[0].shape[1]
+
+
+def generated(spec: str) -> Callable[..., Tensor] | None:
+    """The generator ``(n, seed=None) -> Tensor`` that ``spec`` names, or None for a table."""
+    if spec in TOYS:
+        return TOYS[spec]
+    if spec == "logo" or spec.startswith("image:"):
+        picture = LOGO if spec == "logo" else Path(spec[len("image:") :])
+        image(picture, 1)  # fail now, with a clear message, if the picture is unusable
+        return lambda n, seed=None: image(picture, n, seed)
+    return None
+
+
+def resolve(
+    spec: str,
+    columns: list[str] | None = None,
+    given: list[str] | None = None,
+    seed: int = 0,
+    preprocess: str = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> Data:
+    """Resolve ``--data spec`` (see the module docstring). ``given`` names columns to condition
+    on (the model is then ``p(columns | given)``); ``columns`` defaults to every other
+    column. ``preprocess`` chooses each column's preprocessing
+    (:func:`flowfit.preprocess.make_plan`), decided on the training rows (at most
+    ``PLAN_ROWS`` of them), checked on every row."""
+    draw = generated(spec)
+    if draw is not None:
+        if columns or given:
+            raise InputError(f"--columns and --given pick columns of a table; {spec!r} is generated data")
+        if preprocess != "auto":
+            raise InputError(f"--preprocess applies to tables; {spec!r} is generated data, which it would not change")
+        return _sampled(spec, draw)
+    table, names, path = _open(spec)
+    if columns is not None and not columns:
+        raise InputError("--columns names no column")
+    given = list(given or [])
+    pick(names, given, path)
+    columns = list(columns) if columns is not None else [c for c in names if c not in given]
+    pick(names, columns, path)
+    overlap = sorted(set(columns) & set(given))
+    if overlap:
+        raise InputError(f"column(s) {', '.join(overlap)} cannot be both modelled and given")
+    if not columns:
+        raise InputError(f"{path}: no columns left to model")
+    if len(table) < 10:
+        raise InputError(f"{path}: {len(table)} rows are too few to split into training, validation and test sets")
+    values = _columns(table, pick(names, columns, path))
+    context = _columns(table, pick(names, given, path)) if given else None
+    _check_every_row(values, columns, dtype, path)
+    if context is not None:
+        _check_every_row(context, given, dtype, path)
+    order = split_indices(len(table), (0.8, 0.1, 0.1), seed=seed)
+    train, val, test = ((select_rows(values, i), None if context is None else select_rows(context, i)) for i in order)
+    if preprocess == "auto" and spec in TABLE_PREPROCESS:
+        preprocess = TABLE_PREPROCESS[spec]
+    lowest = _ranges(values)[0].tolist()
+    plans = make_plan(_in_memory(train, PLAN_ROWS)[0], columns, preprocess, lowest=lowest)
+    for first_row, block in _blocks(values):
+        check_plans(plans, block, columns, first_row)
+    train_low, train_high = _ranges(train[0])
+    # a constant column has no density, unless it is dequantized (then it is uniform noise)
+    flat = (train_low == train_high).tolist()
+    constant = [c for c, same, plan in zip(columns, flat, plans, strict=True) if same and not plan.dequantize]
+    if constant:
+        raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
+    return Data(path, columns, given, train, _in_memory(val), _in_memory(test), _in_memory(train, 10_000), plans)
+
+
+def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
+    """A generator: fresh draws each step, fixed validation, test and reference draws."""
+    return Data(
+        source=spec,
+        columns=["x0", "x1"],
+        given=[],
+        train=lambda n: draw(n),
+        val=(draw(10_000, seed=VAL_SEED), None),
+        test=(draw(TEST_SIZE, seed=TEST_SEED), None),
+        reference=(draw(10_000, seed=VAL_SEED + 1), None),
+        generated=True,
+    )
+
+
+def _open(spec: str) -> tuple[Tensor | Rows, list[str], str]:
+    """A bundled table, a ``.npy`` file on disk, or any other table file read in."""
+    if spec in TABLES:
+        table, names = TABLES[spec]()
+        return table, names, spec
+    if spec.endswith(".npy"):
+        rows, names = open_rows(spec)
+        return rows, names, spec
+    if not split_spec(spec)[0].exists():
+        known = ", ".join([*TOYS, *TABLES, "logo", "image:PATH"])
+        raise InputError(f"--data {spec!r} is neither a file nor a data set flowfit knows ({known})")
+    table, names = load_table(spec)
+    return table, names, spec
+
+
+def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:
+    return table.select(columns) if isinstance(table, Rows) else table[:, columns]
+
+
+def _blocks(values: Tensor | Rows) -> Iterator[tuple[int, Tensor]]:
+    """``(index of the first row, rows)`` blocks of a whole table, in file order."""
+    if isinstance(values, Rows):
+        for rows, block in values.blocks():
+            yield int(rows[0]), block
+    else:
+        yield 0, values
+
+
+def _check_every_row(values: Tensor | Rows, names: list[str], dtype: torch.dtype, source: str) -> None:
+    """Finite, representable in ``dtype``, and resolved by it (rows named as in the file)."""
+    for first_row, block in _blocks(values):
+        check_values(block, dtype, names, source, first_row)
+    check_resolution(*_ranges(values), dtype, names, source)
+
+
+def _ranges(values: Tensor | Rows) -> tuple[Tensor, Tensor]:
+    if isinstance(values, Rows):
+        return values.ranges()
+    return values.min(dim=0).values, values.max(dim=0).values
+
+
+def _in_memory(pair: tuple[Any, Any], rows: int | None = None) -> Pair:
+    """The first ``rows`` (default: all) of a pair of tensors or :class:`Rows`, in memory."""
+
+    def read(part: Tensor | Rows | None) -> Tensor | None:
+        if part is None:
+            return None
+        if isinstance(part, Rows):
+            return part.take(torch.arange(min(len(part), rows or len(part))))
+        return part[:rows]
+
+    return read(pair[0]), read(pair[1])

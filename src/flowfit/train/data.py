@@ -1,0 +1,205 @@
+"""Where training batches come from: rows (in memory or on disk) or a function that draws
+fresh samples. A source owns its position in the data and checkpoints it.
+
+Data are checked here, every row of them, before a step is taken: shape, NaN and inf, and
+values the flow's dtype cannot hold (:func:`flowfit.tables.check_values`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from flowfit.errors import InputError
+from flowfit.flow import Flow
+from flowfit.tables import Rows, check_values, read_rows, select_rows
+
+#: Data for a conditional flow: samples ``x`` and their contexts ``c``, row by row.
+Pairs = tuple[Any, Any]
+#: A function ``n -> x`` (or ``n -> (x, c)``) that draws ``n`` fresh samples (array-likes).
+Sampler = Callable[[int], Any]
+#: Training data: an array-like of rows (tensor, numpy array, list of rows), rows on disk
+#: (:class:`~flowfit.tables.Rows`), a pair ``(x, context)`` of those, or a sampler.
+Data = Any
+#: Rows of on-disk training data that data-dependent layers are initialised from (a random
+#: sample when there are more).
+INIT_ROWS = 100_000
+_INTEGERS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+#: Fresh draws of a sampler that initialise the flow and, by default, validate it.
+SAMPLER_ROWS = 10_000
+
+
+def as_rows(values: Any, name: str) -> Tensor | Rows:
+    """An array-like (tensor, numpy array, nested lists) as a 2-D float64 tensor (rows on
+    disk are left as they are). Shape, emptiness and numbers are checked; see
+    :func:`check_rows` for the values."""
+    if isinstance(values, Rows):
+        return values
+    try:
+        array = values if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InputError(f"{name} is not an array of numbers ({error})") from None
+    if array.is_complex():
+        raise InputError(f"{name} holds complex numbers; a density is over real values")
+    if not (array.is_floating_point() or array.dtype in _INTEGERS):
+        raise InputError(f"{name} must hold numbers, got {array.dtype}")
+    if array.dim() != 2:
+        raise InputError(f"{name} must be a 2-D array (rows are samples), got shape {tuple(array.shape)}")
+    if array.shape[0] == 0:
+        raise InputError(f"{name} has no rows")
+    return array.double() if array.dtype != torch.float64 else array
+
+
+def check_rows(values: Tensor | Rows, flow: Flow, columns: int, name: str) -> None:
+    """Every row: ``columns`` columns, finite, and representable in the flow's dtype."""
+    if values.shape[1] != columns:
+        raise InputError(f"{name} has {values.shape[1]} columns but the flow expects {columns}")
+    names = [f"{j}" for j in range(columns)]
+    if isinstance(values, Rows):
+        values.ranges()
+        values.check(flow.dtype, names)
+    else:
+        check_values(values, flow.dtype, names, name)
+
+
+def pairs(data: Data, flow: Flow, name: str) -> tuple[Tensor | Rows, Tensor | Rows | None]:
+    """``data`` as checked ``(x, context)``: only a tuple is a pair (a list is rows)."""
+    x, context = data if isinstance(data, tuple) else (data, None)
+    if isinstance(data, tuple) and len(data) != 2:
+        raise InputError(f"{name} must be rows x or a pair (x, context), got a tuple of {len(data)}")
+    x = as_rows(x, name)
+    check_rows(x, flow, flow.dim, name)
+    if flow.context_dim and context is None:
+        raise InputError(f"the flow is conditional: {name} must be a pair (x, context)")
+    if not flow.context_dim and context is not None:
+        raise InputError(f"the flow is unconditional but {name} comes with a context")
+    if context is not None:
+        context = as_rows(context, f"{name} context")
+        check_rows(context, flow, flow.context_dim, f"{name} context")
+        if len(context) != len(x):
+            raise InputError(f"{name} has {len(x)} samples but {len(context)} contexts")
+    return x, context
+
+
+def in_memory(values: Tensor | Rows | None) -> Tensor | None:
+    return values.take() if isinstance(values, Rows) else values
+
+
+def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[Tensor]:
+    """Row numbers ``0..n-1`` shuffled with ``seed`` and cut into parts of the given
+    fractions (the last part takes the rest)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    sizes = [int(f * n) for f in fractions[:-1]]
+    return list(order.split([*sizes, n - sum(sizes)]))
+
+
+class TableSource(Dataset):
+    """Shuffled passes over training rows, in memory or on disk (read a batch at a time).
+
+    Each pass (epoch) visits the rows in the order ``randperm(n)`` drawn from ``(seed,
+    epoch)``, so the source's whole state is two integers. Under ``torch.distributed`` every
+    rank walks the same order and takes its share of each global batch: the ranks together
+    see exactly the batches one process would. (``DistributedSampler`` gives the same
+    partition but builds a Python list of every row number each epoch, 28+ bytes a row.)
+    """
+
+    def __init__(self, x: Tensor | Rows, context: Tensor | Rows | None, flow: Flow, seed: int, rank: int, world: int):
+        self.x, self.context, self.flow = x, context, flow
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch, self.position = 0, 0
+        self._order = self._permutation()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitems__(self, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The rows ``index``, dequantized as the flow asks, on its device and dtype."""
+        x = self.flow.dequantize(read_rows(self.x, index))
+        context = None if self.context is None else read_rows(self.context, index)
+        return x, None if context is None else context.to(self.flow.device, self.flow.dtype)
+
+    def batch(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """This rank's share of the next global batch of ``n`` rows (all rows when ``n`` is
+        at least the data's size)."""
+        if n >= len(self.x):
+            index = torch.arange(len(self.x))
+        else:
+            if self.position + n > len(self._order):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._permutation()
+            index = self._order[self.position : self.position + n]
+            self.position += n
+        return self.__getitems__(index.tensor_split(self.world)[self.rank])
+
+    def _permutation(self) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.x), generator=generator)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation()
+
+
+class SamplerSource:
+    """Fresh draws from a sampler ``n -> x`` (or ``n -> (x, c)``), checked like rows. Under
+    ``torch.distributed`` each rank draws its share from its own random stream. Its state is
+    the random-number generator's, which the trainer checkpoints."""
+
+    def __init__(self, sampler: Sampler, flow: Flow, world: int):
+        self.sampler, self.flow, self.world = sampler, flow, world
+
+    def draw(self, n: int, name: str = "sampled data") -> tuple[Tensor, Tensor | None]:
+        x, context = pairs(self.sampler(n), self.flow, name)
+        return in_memory(x), in_memory(context)
+
+    def batch(self, n: int) -> tuple[Tensor, Tensor | None]:
+        x, context = self.draw(n // self.world)
+        x = x.to(self.flow.device, self.flow.dtype)
+        return x, None if context is None else context.to(self.flow.device, self.flow.dtype)
+
+    def state_dict(self) -> dict[str, int]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        pass
+
+
+def make_source(
+    data: Data, flow: Flow, val_data: Data | None, val_fraction: float, seed: int, rank: int, world: int
+) -> tuple[TableSource | SamplerSource, Pairs, Pairs]:
+    """The training source, the validation pair and the pair the flow is initialised from
+    (all tensors, checked). Data rows lose ``val_fraction`` of themselves to validation when
+    no ``val_data`` is given; a sampler's validation set is ``SAMPLER_ROWS`` fresh draws."""
+    if callable(data) and not isinstance(data, Tensor | Rows | np.ndarray):
+        if bool(flow.dequantize_steps.any()):
+            raise InputError("dequantization needs data rows, not a sampler")
+        source = SamplerSource(data, flow, world)
+        init = source.draw(SAMPLER_ROWS)
+        val = source.draw(SAMPLER_ROWS, "validation data") if val_data is None else None
+    else:
+        x, context = pairs(data, flow, "data")
+        if val_data is None:
+            n_val = round(val_fraction * len(x))
+            if n_val < 1 or len(x) - n_val < 2:
+                raise InputError(f"{len(x)} rows are too few to hold out a validation set")
+            val_index, train_index = split_indices(len(x), (val_fraction, 1 - val_fraction), seed)
+            val = (read_rows(x, val_index), None if context is None else read_rows(context, val_index))
+            x, context = select_rows(x, train_index), None if context is None else select_rows(context, train_index)
+        source = TableSource(x, context, flow, seed, rank, world)
+        init_index = torch.arange(len(x))
+        if isinstance(x, Rows) and len(x) > INIT_ROWS:  # on disk: initialise from a sample
+            init_index = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:INIT_ROWS]
+        init = source.__getitems__(init_index)
+    if val_data is not None:
+        val_x, val_context = pairs(val_data, flow, "validation data")
+        val = (in_memory(val_x), in_memory(val_context))
+    cast = lambda v: None if v is None else v.to(flow.device, flow.dtype)  # noqa: E731
+    return source, (cast(val[0]), cast(val[1])), (cast(init[0]), cast(init[1]))

@@ -1,0 +1,189 @@
+"""Reading the user's tables: every value as float64, every problem named by row and column."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flowfit import tables
+from flowfit.errors import InputError
+
+
+def test_load_csv_with_and_without_header(tmp_path) -> None:
+    with_header = tmp_path / "a.csv"
+    with_header.write_text("area,price\n1.5,2\n3,4.25\n")
+    values, names = tables.load_table(with_header)
+    assert names == ["area", "price"]
+    torch.testing.assert_close(values, torch.tensor([[1.5, 2.0], [3.0, 4.25]], dtype=torch.float64))
+    plain = tmp_path / "b.csv"
+    plain.write_text("1,2\n3,4\n")
+    values, names = tables.load_table(plain)
+    assert names == ["x0", "x1"] and values.shape == (2, 2)
+    values, names = tables.load_table(with_header, columns=["price"])
+    assert names == ["price"] and values[:, 0].tolist() == [2.0, 4.25]
+
+
+def test_load_tsv_and_npy(tmp_path) -> None:
+    tsv = tmp_path / "a.tsv"
+    tsv.write_text("a\tb\n1\t2\n")
+    assert tables.load_table(tsv)[1] == ["a", "b"]
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.arange(6.0).reshape(3, 2))
+    values, _ = tables.load_table(npy)
+    assert values.shape == (3, 2) and values[2, 1] == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("a,b\n", "no data rows"),
+        ("a,b\n1,x\n", "'x' is not a number"),
+        ("a,b\n1,2\n3\n", "line 3 has 1 fields"),
+        ("a,b\n1,nan\n", "NaN and inf"),
+        ("1,2\ninf,3\n", "NaN and inf"),
+    ],
+)
+def test_bad_csv_files(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        tables.load_table(path)
+
+
+def test_bad_npy_and_missing_column(tmp_path) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(b"not an array")
+    with pytest.raises(InputError, match=r"not a readable \.npy"):
+        tables.load_table(path)
+    good = tmp_path / "a.csv"
+    good.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="no column named 'c'"):
+        tables.load_table(good, columns=["c"])
+    with pytest.raises(InputError, match="no such file"):
+        tables.load_table(tmp_path / "missing.csv")
+
+
+def test_load_npz_and_parquet(tmp_path) -> None:
+    single = tmp_path / "one.npz"
+    np.savez(single, np.arange(6.0).reshape(3, 2))
+    assert tables.load_table(single)[0].shape == (3, 2)
+    several = tmp_path / "two.npz"
+    np.savez(several, data=np.ones((4, 3)), other=np.zeros(2))
+    assert tables.load_table(several)[0].shape == (4, 3)
+    ambiguous = tmp_path / "three.npz"
+    np.savez(ambiguous, a=np.ones((4, 3)), b=np.zeros(2))
+    with pytest.raises(InputError, match=r"holds arrays a, b; choose one as .*three\.npz:NAME"):
+        tables.load_table(ambiguous)
+    assert tables.load_table(f"{ambiguous}:a")[0].shape == (4, 3)
+    with pytest.raises(InputError, match="no array named 'c'"):
+        tables.load_table(f"{ambiguous}:c")
+    import pandas as pd
+
+    parquet = tmp_path / "table.parquet"
+    pd.DataFrame({"area": [1.0, 2.0, 3.0], "label": ["a", "b", "c"], "rooms": [1, 2, 3]}).to_parquet(parquet)
+    values, names = tables.load_table(parquet)
+    assert names == ["area", "rooms"] and values.shape == (3, 2)
+
+
+def test_rows_on_disk_read_what_they_select(tmp_path) -> None:
+    table = np.arange(40.0).reshape(10, 4)
+    np.save(tmp_path / "t.npy", table)
+    rows, names = tables.open_rows(tmp_path / "t.npy")
+    assert names == ["x0", "x1", "x2", "x3"] and rows.shape == (10, 4)
+    part = rows.subset(torch.tensor([7, 2, 5])).select([3, 1])
+    # rows come back in the order asked for, whatever the order on disk
+    expected = torch.tensor(table[[7, 2, 5]][:, [3, 1]], dtype=torch.float64)
+    assert torch.equal(part.take(), expected)
+    assert torch.equal(part.take(torch.tensor([2, 0])), expected[[2, 0]])
+    low, high = part.ranges(chunk_rows=2)
+    assert low.tolist() == [11.0, 9.0] and high.tolist() == [31.0, 29.0]
+
+
+def test_rows_on_disk_report_the_bad_row(tmp_path) -> None:
+    table = np.zeros((50, 2))
+    table[37, 1] = np.nan
+    np.save(tmp_path / "t.npy", table)
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    with pytest.raises(InputError, match=r"row 38, column 1 is nan"):
+        rows.ranges(chunk_rows=8)
+    (tmp_path / "t.csv").write_text("1,2\n")
+    with pytest.raises(InputError, match=r"only \.npy"):
+        tables.open_rows(tmp_path / "t.csv")
+
+
+def test_values_are_read_as_float64_and_checked_against_the_model_dtype(tmp_path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("a,b\n1e300,1\n1e-300,2\n0.1,3\n")
+    values, _ = tables.load_table(path)
+    assert values.dtype == torch.float64 and values[0, 0].item() == 1e300 and values[1, 0].item() == 1e-300
+    with pytest.raises(InputError, match=r"row 1, column 'a' is 1e\+300, beyond the largest float32"):
+        tables.check_values(values, torch.float32, ["a", "b"], str(path))
+    with pytest.raises(InputError, match=r"row 2, column 'a' is 1e-300, below the smallest normal float32"):
+        tables.check_values(values[1:], torch.float32, ["a", "b"], str(path), first_row=1)
+    tables.check_values(values[2:], torch.float32, ["a", "b"], str(path))
+    tables.check_values(values, torch.float64, ["a", "b"], str(path))  # float64 holds them
+
+
+def test_columns_float32_cannot_resolve_are_refused() -> None:
+    stamps = torch.tensor([[1.7e9], [1.7e9 + 5.0], [1.7e9 + 9.0]], dtype=torch.float64)
+    low, high = stamps.min(0).values, stamps.max(0).values
+    with pytest.raises(
+        InputError, match=r"1700000000 \.\. 1700000009, which float32 rounds in steps of 128; subtract an offset"
+    ):
+        tables.check_resolution(low, high, torch.float32, ["time"], "t.csv")
+    tables.check_resolution(low, high, torch.float64, ["time"], "t.csv")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a,a\n1,2\n", "names column 'a' twice"),
+        ("a,,b\n1,2,3\n", "column 2 of the header has no name"),
+    ],
+)
+def test_ambiguous_headers_are_refused(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        tables.load_table(path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("area,price\n1,2\n3,4\n".encode("utf-8-sig"))
+    assert tables.load_table(path)[1] == ["area", "price"]
+
+
+def test_complex_arrays_are_refused(tmp_path) -> None:
+    np.save(tmp_path / "c.npy", np.ones((5, 2), dtype=np.complex128))
+    with pytest.raises(InputError, match="complex"):
+        tables.load_table(tmp_path / "c.npy")
+
+
+def test_columns_are_picked_once_each() -> None:
+    assert tables.pick(["a", "b", "c"], ["c", "a"], "t") == [2, 0]
+    with pytest.raises(InputError, match="asked for twice"):
+        tables.pick(["a", "b"], ["a", "a"], "t")
+    with pytest.raises(InputError, match="no column named 'z'"):
+        tables.pick(["a", "b"], ["z"], "t")
+
+
+def test_a_table_says_whether_it_had_a_header(tmp_path) -> None:
+    (tmp_path / "h.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "n.csv").write_text("1,2\n")
+    assert tables.open_table(tmp_path / "h.csv").has_header
+    assert not tables.open_table(tmp_path / "n.csv").has_header
+    np.save(tmp_path / "a.npy", np.ones((2, 2)))
+    assert not tables.open_table(tmp_path / "a.npy").has_header
+
+
+def test_rows_on_disk_check_every_value_against_the_dtype(tmp_path) -> None:
+    table = np.ones((40, 2))
+    table[33, 1] = 1e200
+    np.save(tmp_path / "t.npy", table)
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    rows.check(torch.float64, ["a", "b"])
+    with pytest.raises(InputError, match="row 34, column 'b' is 1e\\+200"):
+        rows.subset(torch.arange(40).flip(0)).check(torch.float32, ["a", "b"])
