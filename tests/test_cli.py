@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from flowfit import sources
+from flowfit import datasets, sources
 from flowfit.cli import app
 
 runner = CliRunner()
@@ -460,3 +461,217 @@ def test_sample_writes_more_rows_than_a_chunk(model_dir, tmp_path) -> None:
     assert values.shape == (70000, 2) and np.isfinite(values).all()
     # the second chunk is fresh draws, not a copy of the first
     assert not np.allclose(values[:4464], values[65536:])
+
+
+# -- regression tests: answers that were silently wrong, and dead ends -------------------------
+def area_price_model(tmp_path):
+    """A model trained on a CSV with header ``area,price``, and that CSV."""
+    rng = np.random.default_rng(0)
+    area = rng.gamma(4.0, 300.0, 400) + 500
+    table = np.column_stack((area, 100 * area + rng.normal(0, 2e4, 400)))
+    data = tmp_path / "ap.csv"
+    np.savetxt(data, table, delimiter=",", header="area,price", comments="", fmt="%.6f")
+    out = tmp_path / "model"
+    args = ("--layers", "2", "--hidden", "8", "--steps", "30", "--no-progress", "--no-plots")
+    assert run("train", "--data", data, "--out", out, *args).exit_code == 0
+    return out, table
+
+
+def test_density_matches_columns_by_name_whatever_their_order(tmp_path) -> None:
+    """A file headed ``price,area`` against an ``area,price`` model was scored by position
+    (log p around -1.5e12, exit 0)."""
+    model, table = area_price_model(tmp_path)
+    in_order, swapped = tmp_path / "ap2.csv", tmp_path / "pa.csv"
+    np.savetxt(in_order, table, delimiter=",", header="area,price", comments="", fmt="%.6f")
+    np.savetxt(swapped, table[:, ::-1], delimiter=",", header="price,area", comments="", fmt="%.6f")
+    with_id = tmp_path / "id.csv"
+    np.savetxt(with_id, np.column_stack((np.arange(400), table[:, ::-1])), delimiter=",", header="id,price,area",
+               comments="", fmt="%.6f")  # fmt: skip
+    results = []
+    for points in (in_order, swapped, with_id):
+        out = tmp_path / f"{points.stem}.logp"
+        assert run("density", "--model", model, "--input", points, "--out", out).exit_code == 0
+        results.append(np.loadtxt(out, skiprows=1))
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+    assert results[0].mean() > -25  # nats in dollars and square feet, not -1e12
+
+
+def test_density_refuses_a_headerless_file_of_another_width(tmp_path) -> None:
+    """Three columns without a header against a two-column model were scored as the first two."""
+    model, table = area_price_model(tmp_path)
+    three = tmp_path / "three.csv"
+    np.savetxt(three, np.column_stack((table, table[:, :1])), delimiter=",", fmt="%.6f")
+    out = tmp_path / "o.csv"
+    assert_clean_failure(run("density", "--model", model, "--input", three, "--out", out), "3 columns and no header")
+    assert not out.exists()
+    wrong_names = tmp_path / "wrong.csv"
+    np.savetxt(wrong_names, table, delimiter=",", header="a,b", comments="", fmt="%.6f")
+    assert_clean_failure(run("density", "--model", model, "--input", wrong_names, "--out", out), "no column named")
+
+
+def test_density_refuses_values_the_model_dtype_cannot_hold(tmp_path) -> None:
+    model, table = area_price_model(tmp_path)
+    huge = tmp_path / "huge.csv"
+    table[3, 1] = 1e300  # was scored nan, exit 0
+    np.savetxt(huge, table, delimiter=",", header="area,price", comments="", fmt="%.6g")
+    out = tmp_path / "o.csv"
+    result = run("density", "--model", model, "--input", huge, "--out", out)
+    assert_clean_failure(result, "row 4, column 'price' is 1e+300, beyond the largest float32")
+    assert not out.exists()
+
+
+def test_far_away_points_and_contexts_get_a_warning(tmp_path, model_dir) -> None:
+    points = tmp_path / "p.csv"
+    points.write_text("x0,x1\n0.5,0.2\n1e6,-1e6\n")
+    result = run("density", "--model", model_dir, "--input", points, "--out", tmp_path / "o.csv")
+    assert result.exit_code == 0
+    assert "warning: 1 of 2 rows lie far outside the training data" in result.stderr
+    rng = np.random.default_rng(0)
+    data = tmp_path / "c.csv"
+    np.savetxt(data, np.column_stack((rng.normal(size=300), rng.uniform(0, 1, 300))), delimiter=",",
+               header="y,c", comments="")  # fmt: skip
+    conditional = tmp_path / "conditional"
+    args = ("--columns", "y", "--given", "c", "--steps", "5", "--hidden", "8", "--no-progress", "--no-plots")
+    assert run("train", "--data", data, "--out", conditional, *args).exit_code == 0
+    result = run("sample", "--model", conditional, "--given", "c=1e9", "-n", "5", "--out", tmp_path / "s.csv")
+    assert result.exit_code == 0 and "1 of 1 --given rows lie far outside" in result.stderr
+    result = run("sample", "--model", conditional, "--given", "c=0.5", "-n", "5", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "given",
+    [["c=1,c=2"], ["c=1", "c=2"], ["c=1", "d=2"], ["c"], ["c=inf"]],
+    ids=["comma", "twice", "extra", "bare", "inf"],
+)
+def test_sample_refuses_ambiguous_contexts(tmp_path, given) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "c.csv"
+    np.savetxt(data, rng.normal(size=(100, 2)), delimiter=",", header="y,c", comments="")
+    out = tmp_path / "m"
+    args = ("--columns", "y", "--given", "c", "--steps", "3", "--hidden", "8", "--no-progress", "--no-plots")
+    assert run("train", "--data", data, "--out", out, *args).exit_code == 0
+    options = [part for value in given for part in ("--given", value)]
+    assert_clean_failure(run("sample", "--model", out, *options, "--out", tmp_path / "s.csv"), "--given")
+
+
+def test_outputs_that_are_not_regular_files(model_dir, tmp_path) -> None:
+    """/dev/null was replaced by a regular file; a directory or a path through a file crashed."""
+    result = run("sample", "--model", model_dir, "-n", "3", "--out", "/dev/null", "--force")
+    assert result.exit_code == 0
+    import stat
+
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+    result = run("sample", "--model", model_dir, "-n", "4", "--out", "-", "--seed", "0")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0] == "x0,x1" and len(result.stdout.splitlines()) == 5
+    assert_clean_failure(run("sample", "--model", model_dir, "--out", model_dir), "is a directory")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert_clean_failure(run("sample", "--model", model_dir, "--out", afile / "x.csv"), "is not a directory")
+    assert_clean_failure(run("density", "--model", model_dir, "--input", afile, "--out", tmp_path), "is a directory")
+
+
+def test_animate_writes_only_gifs_and_takes_a_context(tmp_path, model_dir) -> None:
+    assert_clean_failure(run("animate", "--model", model_dir, "--out", tmp_path / "x.png"), "ending in .gif")
+    assert not (tmp_path / "x.png").exists()
+    data = tmp_path / "c.csv"
+    x, label = datasets.labelled_moons(400, seed=0)
+    np.savetxt(data, torch.cat([x, label], 1).numpy(), delimiter=",", header="a,b,label", comments="")
+    out = tmp_path / "m"
+    args = ("--columns", "a,b", "--given", "label", "--steps", "3", "--hidden", "8", "--no-progress", "--no-plots")
+    assert run("train", "--data", data, "--out", out, *args).exit_code == 0
+    assert_clean_failure(run("animate", "--model", out, "--out", tmp_path / "a.gif"), "conditional")
+    result = run("animate", "--model", out, "--given", "label=1", "--out", tmp_path / "a.gif", "-n", "50")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "a.gif").n_frames > 3
+
+
+def test_duplicates_are_errors(tmp_path) -> None:
+    data = tmp_path / "d.csv"
+    np.savetxt(data, np.random.default_rng(0).normal(size=(100, 3)), delimiter=",", header="a,b,c", comments="")
+    out = tmp_path / "r"
+    assert_clean_failure(run("train", "--data", data, "--columns", "a,a", "--out", out), "'a' more than once")
+    assert_clean_failure(run("train", "--data", data, "--given", "b", "--given", "b", "--out", out), "'b' more than")
+    preprocess = "a=log,a=none"
+    assert_clean_failure(run("train", "--data", data, "--preprocess", preprocess, "--out", out), "column 'a' twice")
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text("a,a\n1,2\n3,4\n")
+    assert_clean_failure(run("train", "--data", doubled, "--out", out), "names column 'a' twice")
+    assert not out.exists()
+
+
+def test_an_option_given_twice_is_refused() -> None:
+    from flowfit.cli import main
+
+    for args in (["train", "--lr", "1e-3", "--lr", "2e-3"], ["sample", "--model", "m", "-n", "2", "-n", "3"]):
+        with pytest.raises(Exception, match="given more than once"):
+            typer_command().main(args=args, prog_name="flowfit", standalone_mode=False)
+    assert main(["train", "--steps", "abc"]) == 2  # a usage error: one line, no traceback
+
+
+def typer_command():
+    import typer
+
+    return typer.main.get_command(app)
+
+
+def test_help_shows_each_family_default_and_version() -> None:
+    result = run("train", "--help")
+    assert "[default: realnvp 6, nsf 4, nsf-ar 4, maf 5, iaf 5, nice 6, glow 6]" in " ".join(result.output.split())
+    assert "[default: realnvp 6000, nsf 10000" in " ".join(result.output.split())
+    from flowfit import __version__
+
+    assert run("--version").output.strip() == f"flowfit {__version__}"
+
+
+def test_generated_data_refuse_table_options_and_resume_refuses_other_options(tmp_path) -> None:
+    out = tmp_path / "r"
+    assert_clean_failure(run("train", "--preprocess", "log", "--out", out), "generated data")
+    assert_clean_failure(run("train", "--columns", "x0", "--out", out), "generated data")
+    assert_clean_failure(run("train", "--resume", out, "--lr", "0.1"), "do not pass --lr")
+    assert_clean_failure(run("train", "--schedule", "nope", "--out", out), "schedule (--schedule) must be one of")
+    assert not out.exists() and not (tmp_path / "r.partial").exists()
+
+
+def test_an_npz_array_is_chosen_by_name(tmp_path) -> None:
+    archive = tmp_path / "t.npz"
+    np.savez(archive, train=np.random.default_rng(0).normal(size=(100, 2)), other=np.zeros(3))
+    out = tmp_path / "r"
+    assert_clean_failure(run("train", "--data", archive, "--out", out), "choose one as")
+    args = ("--steps", "3", "--hidden", "8", "--no-progress", "--no-plots")
+    result = run("train", "--data", f"{archive}:train", "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    points = tmp_path / "p.npz"
+    np.savez(points, a=np.zeros((5, 2)), b=np.ones((2, 2)))
+    result = run("density", "--model", out, "--input", f"{points}:b", "--out", tmp_path / "o.csv")
+    assert result.exit_code == 0 and len((tmp_path / "o.csv").read_text().splitlines()) == 3
+
+
+def test_sigterm_during_sample_leaves_nothing_behind(model_dir, tmp_path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "huge.csv"
+    command = [
+        sys.executable,
+        "-m",
+        "flowfit",
+        "sample",
+        "--model",
+        str(model_dir),
+        "-n",
+        "50000000",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".huge.csv.flowfit-tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".huge.csv.flowfit-tmp-*")), "the temporary never appeared"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    assert "Traceback" not in process.stderr.read()
+    assert list(tmp_path.iterdir()) == []

@@ -319,3 +319,48 @@ def test_a_checkpoint_with_nan_is_never_written(tmp_path) -> None:
     with pytest.raises(flowfit.CheckpointError, match="non-finite"):
         checkpointer.save(trainer.parts())
     assert checkpointer.path.read_bytes() == written  # the good one is kept
+
+
+def test_array_likes_are_data_and_only_a_tuple_is_a_pair() -> None:
+    """A sampler returning numpy crashed (AttributeError); a list of rows was taken for a pair."""
+    torch.manual_seed(0)
+    rows = datasets.moons(1000, seed=0).tolist()
+    result = flowfit.fit(small_flow(), rows, steps=20, progress=False)  # 1000 rows, not (x, context)
+    assert math.isfinite(result.best_val_nll)
+    result = flowfit.fit(small_flow(), lambda n: datasets.moons(n).numpy(), steps=20, progress=False)
+    assert math.isfinite(result.best_val_nll)
+    conditional = flowfit.RealNVP(2, layers=2, hidden=(8,), context_dim=1)
+    x, label = datasets.labelled_moons(500, seed=0)
+    flowfit.fit(conditional, (x.numpy(), label.numpy()), steps=5, progress=False)
+    with pytest.raises(InputError, match="must be a pair"):
+        flowfit.fit(conditional, [x.numpy(), label.numpy()], steps=5, progress=False)
+
+
+def test_skipped_steps_are_counted_logged_and_warned_about(tmp_path) -> None:
+    """Heavy-tailed data must not be silently trimmed by the spike guard."""
+    calls = 0
+
+    def sampler(n: int) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        batch = datasets.moons(n)
+        if calls > 2 + 60 and calls % 20 == 0:  # a wild batch every 20 steps: 5% of them
+            batch[:, 0] += 1e4
+        return batch
+
+    torch.manual_seed(0)
+    log = tmp_path / "log.csv"
+    with pytest.warns(flowfit.FlowfitWarning, match=r"steps \(\d\.\d%\) were skipped as loss spikes"):
+        result = flowfit.fit(small_flow(), sampler, steps=200, val_every=50, lr=3e-3, log_path=log, progress=False)
+    assert len(result.skipped) == 7 and result.rollbacks == []
+    logged = [int(line.rsplit(",", 1)[1]) for line in log.read_text().splitlines()[1:]]
+    assert sum(logged) == 7
+
+
+def test_the_global_random_state_is_left_alone() -> None:
+    flow = small_flow()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    flowfit.fit(flow, lambda n: datasets.moons(n), steps=3, progress=False)
+    assert torch.equal(torch.rand(3), expected)

@@ -68,7 +68,7 @@ def density_grid(flow: Flow, bounds: Bounds, resolution: int = 200) -> tuple[np.
     return xs, ys, log_p.double().cpu().numpy().reshape(resolution, resolution)
 
 
-def _aspect(bounds: Bounds) -> str:
+def axis_aspect(bounds: Bounds) -> str:
     """``equal`` when both axes span similar lengths (toys, pictures); ``auto`` when they
     differ by more than 5x (a table's columns in their own units), so neither is a sliver."""
     width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
@@ -92,7 +92,7 @@ def plot_samples(data: Tensor, samples: Tensor, path: str | Path, title: str = "
         ax.set_title(f"{name} (n = {len(points):,})")
         ax.set_xlim(bounds[:2])
         ax.set_ylim(bounds[2:])
-        ax.set_aspect(_aspect(bounds))
+        ax.set_aspect(axis_aspect(bounds))
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -162,7 +162,7 @@ def plot_layers(states: Sequence[Tensor], path: str | Path, titles: Sequence[str
         ax.scatter(p[:, 0], p[:, 1], s=1.5, c=colors, linewidths=0, rasterized=True)
         ax.set_xlim(bounds[:2])
         ax.set_ylim(bounds[2:])
-        ax.set_aspect(_aspect(bounds))
+        ax.set_aspect(axis_aspect(bounds))
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
     return _save(fig, path)
@@ -188,7 +188,7 @@ def animate(
     fig, ax = plt.subplots(figsize=(size, size))
     ax.set_xlim(bounds[:2])
     ax.set_ylim(bounds[2:])
-    ax.set_aspect(_aspect(bounds))
+    ax.set_aspect(axis_aspect(bounds))
     ax.set_xticks([])
     ax.set_yticks([])
     scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=2, c=_colors(states[0]), linewidths=0)

@@ -69,15 +69,15 @@ def check_rows(values: Tensor | Rows, flow: Flow, columns: int, name: str) -> No
 
 def pairs(data: Data, flow: Flow, name: str) -> tuple[Tensor | Rows, Tensor | Rows | None]:
     """``data`` as checked ``(x, context)``: only a tuple is a pair (a list is rows)."""
-    x, context = data if isinstance(data, tuple) else (data, None)
     if isinstance(data, tuple) and len(data) != 2:
         raise InputError(f"{name} must be rows x or a pair (x, context), got a tuple of {len(data)}")
-    x = as_rows(x, name)
-    check_rows(x, flow, flow.dim, name)
+    x, context = data if isinstance(data, tuple) else (data, None)
     if flow.context_dim and context is None:
-        raise InputError(f"the flow is conditional: {name} must be a pair (x, context)")
+        raise InputError(f"the flow is conditional: {name} must be a pair (x, context), a tuple")
     if not flow.context_dim and context is not None:
         raise InputError(f"the flow is unconditional but {name} comes with a context")
+    x = as_rows(x, name)
+    check_rows(x, flow, flow.dim, name)
     if context is not None:
         context = as_rows(context, f"{name} context")
         check_rows(context, flow, flow.context_dim, f"{name} context")
