@@ -268,7 +268,7 @@ def test_conditional_train_sample_density(tmp_path) -> None:
     no_header = tmp_path / "plain.csv"
     no_header.write_text("1,2\n")
     assert_clean_failure(
-        run("density", "--model", out, "--input", no_header, "--out", logp.with_suffix(".2")), "needs a header"
+        run("density", "--model", out, "--input", no_header, "--out", logp.with_name("logp2.csv")), "needs a header"
     )
     assert_clean_failure(run("train", "--data", data, "--given", "nope", "--out", tmp_path / "r2"), "no column")
 
@@ -489,7 +489,7 @@ def test_density_matches_columns_by_name_whatever_their_order(tmp_path) -> None:
                comments="", fmt="%.6f")  # fmt: skip
     results = []
     for points in (in_order, swapped, with_id):
-        out = tmp_path / f"{points.stem}.logp"
+        out = tmp_path / f"{points.stem}-logp.csv"
         assert run("density", "--model", model, "--input", points, "--out", out).exit_code == 0
         results.append(np.loadtxt(out, skiprows=1))
     np.testing.assert_array_equal(results[0], results[1])
@@ -630,6 +630,7 @@ def test_generated_data_refuse_table_options_and_resume_refuses_other_options(tm
     out = tmp_path / "r"
     assert_clean_failure(run("train", "--preprocess", "log", "--out", out), "generated data")
     assert_clean_failure(run("train", "--columns", "x0", "--out", out), "generated data")
+    assert_clean_failure(run("train", "--val-fraction", "0.3", "--out", out), "validated on 10,000 fresh draws")
     assert_clean_failure(run("train", "--resume", out, "--lr", "0.1"), "do not pass --lr")
     assert_clean_failure(run("train", "--schedule", "nope", "--out", out), "schedule (--schedule) must be one of")
     assert not out.exists() and not (tmp_path / "r.partial").exists()

@@ -58,3 +58,14 @@ def test_bad_input() -> None:
     model = FlowDensity(**FAST).fit(blobs())
     with pytest.raises(ValueError, match="features"):
         model.score_samples(np.ones((3, 3)))
+
+
+def test_data_frames_are_preprocessed_by_column_name() -> None:
+    import pandas as pd
+
+    x = blobs()
+    frame = pd.DataFrame({"width": x[:, 0], "height": x[:, 1] - x[:, 1].min() + 1})
+    model = FlowDensity(**FAST, preprocess="height=log").fit(frame)
+    assert model.preprocess_ == ["none", "log"]
+    with pytest.raises(ValueError, match="feature names"):
+        model.score_samples(frame[["height", "width"]])  # by name, never by position

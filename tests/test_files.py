@@ -292,9 +292,10 @@ def test_write_json_is_strict(tmp_path: Path) -> None:
 
 
 def make_run(directory: Path, marker: str) -> None:
+    """A flowfit run directory whose metrics say ``marker``."""
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps({"format": "flowfit", "format_version": 1}))
-    (directory / marker).write_text(marker)
+    (directory / "metrics.json").write_text(marker)
 
 
 def test_replace_directory_creates_an_absent_one(tmp_path: Path) -> None:
@@ -316,7 +317,7 @@ def test_replace_directory_needs_force(tmp_path: Path) -> None:
         files.replace_directory(target, force=False),
     ):
         pytest.fail("the block must not run")
-    assert (target / "old").exists()
+    assert (target / "metrics.json").read_text() == "old"
     assert os.listdir(tmp_path) == ["run"]
 
 
@@ -324,7 +325,7 @@ def test_replace_directory_replaces_a_flowfit_run(tmp_path: Path) -> None:
     target = tmp_path / "run"
     make_run(target, "old")
     with files.replace_directory(target, force=True) as directory:
-        assert (target / "old").exists()  # the old run stays until the new one is complete
+        assert (target / "metrics.json").read_text() == "old"  # the old run stays until the new one is complete
         (directory / "new").write_text("new")
     assert sorted(os.listdir(target)) == ["new"]
     assert os.listdir(tmp_path) == ["run"]
@@ -382,7 +383,9 @@ def test_replace_directory_failure_cleans_up(tmp_path: Path, error: type[BaseExc
     with pytest.raises(error), files.replace_directory(target, force=True) as directory:
         (directory / "half").write_text("half")
         raise error
-    assert sorted(os.listdir(target)) == ["config.json", "old"]
+    assert (
+        sorted(os.listdir(target)) == ["config.json", "metrics.json"] and (target / "metrics.json").read_text() == "old"
+    )
     assert os.listdir(tmp_path) == ["run"]
 
 
@@ -391,7 +394,7 @@ def test_replace_directory_rechecks_before_the_swap(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="already exists"), files.replace_directory(target, force=False) as directory:
         (directory / "new").write_text("new")
         make_run(target, "concurrent")  # another run finished first
-    assert sorted(os.listdir(target)) == ["concurrent", "config.json"]
+    assert (target / "metrics.json").read_text() == "concurrent"
     assert os.listdir(tmp_path) == ["run"]
 
 
@@ -547,3 +550,16 @@ def test_module_imports_only_the_standard_library() -> None:
     child = start_python(check)
     _, stderr = child.communicate(timeout=30)
     assert child.returncode == 0, stderr
+
+
+def test_a_run_holding_files_flowfit_did_not_write_is_not_replaced(tmp_path: Path) -> None:
+    """``flowfit density --out runs/x/scores.csv``, then ``train --out runs/x --force``: the
+    scores were deleted with the old run."""
+    target = tmp_path / "run"
+    make_run(target, "old")
+    (target / "scores.csv").write_text("precious")
+    with pytest.raises(InputError, match=r"holds files flowfit did not write \(scores.csv\)"):
+        files.check_directory(target, force=True)
+    with pytest.raises(InputError, match="did not write"), files.replace_directory(target, force=True):
+        pytest.fail("the block must not run")
+    assert (target / "scores.csv").read_text() == "precious"

@@ -123,3 +123,29 @@ def test_config_that_is_not_json(saved) -> None:
     (saved / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         flowfit.load(saved)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["model"]["args"].update(scale_bound=float("nan")), "scale_bound must be a positive number"),
+        (lambda c: c["model"]["args"].update(scale_bound="3"), "scale_bound must be a positive number"),
+        (lambda c: c["model"]["args"].update(base="StudentT"), "base must be a flowfit base distribution"),
+        (lambda c: c.update(dtype="float16"), "unknown dtype"),
+        (lambda c: c.update(format_version="2"), "format_version must be an integer"),
+        (lambda c: c["model"]["args"].update(preprocess=[{"kind": "none", "dequantize": -1}] * 3), "step >= 0"),
+    ],
+)
+def test_hand_edited_configs_that_would_give_wrong_numbers(saved, edit, message) -> None:
+    """NaN scale bounds gave NaN densities and float16 gave half-precision ones, exit 0."""
+    config = json.loads((saved / "config.json").read_text())
+    edit(config)
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        flowfit.load(saved)
+
+
+def test_loading_a_file_says_it_is_a_file(tmp_path) -> None:
+    (tmp_path / "points.csv").write_text("1,2\n")
+    with pytest.raises(CheckpointError, match="is a file, not a model directory"):
+        flowfit.load(tmp_path / "points.csv")

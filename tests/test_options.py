@@ -55,6 +55,7 @@ def test_readme_holds_the_generated_table() -> None:
         ({"val_fraction": 0.0}, "in (0, 1)"),
         ({"clip_grad": -1}, ">= 0"),
         ({"steps": 10, "warmup": 10}, "shorter than the run"),
+        ({"warmup": 10, "schedule": "plateau"}, "not to plateau"),
         ({"seed": "zero"}, "must be an integer"),
     ],
 )

@@ -74,7 +74,7 @@ def test_explicit_specs() -> None:
     for spec, message in [
         ("nonesuch", "unknown preprocessing"),
         ("logit[5,1]", "a < b"),
-        ("c=log", "does not have"),
+        ("c=log", "not a modelled column"),
         ("a=log,a=none", "sets column 'a' twice"),
     ]:
         with pytest.raises(InputError, match=message):
@@ -108,3 +108,16 @@ def test_dequantized_training_and_scoring() -> None:
     samples = flow.quantize(flow.sample(500).detach())
     assert torch.equal(samples, samples.round()) and (samples < 0).float().mean() < 0.05
     assert math.isclose(samples.mean().item(), 4.0, abs_tol=0.5)
+
+
+def test_dequantize_is_for_values_on_a_grid() -> None:
+    """``--preprocess b=dequantize`` on a continuous column was taken as a grid of step 1: the
+    density reported was of x + u, not of x."""
+    values = torch.tensor([[1.0, 0.31], [2.0, 1.77], [3.0, 2.05]])
+    assert make_plan(values, ["a", "b"], "a=dequantize")[0].dequantize == 1.0
+    with pytest.raises(InputError, match="'b' is not on a grid"):
+        make_plan(values, ["a", "b"], "b=dequantize")
+    with pytest.raises(InputError, match="finite numbers"):
+        parse_spec("logit[0,inf]")
+    with pytest.raises(ValueError, match="step >= 0"):
+        ColumnPlan("none", dequantize=-1.0)

@@ -89,14 +89,20 @@ def test_force_replaces_only_a_flowfit_run(tmp_path) -> None:
     assert json.loads((out / "metrics.json").read_text())["steps"] == 4
 
 
+def long_run(out, until) -> tuple[subprocess.Popen, list[str]]:
+    """A ``flowfit train`` process that would run for hours, once ``until`` exists."""
+    command = [sys.executable, "-m", "flowfit", "train", "--steps", "100000", "--out", str(out), *SMALL]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not until.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process, command
+
+
 def test_two_runs_on_one_output_cannot_both_write(tmp_path) -> None:
     """Both exited 0 and printed "wrote"; one silently replaced the other."""
     out = tmp_path / "cc"
-    command = [sys.executable, "-m", "flowfit", "train", "--steps", "100000", "--out", str(out), *SMALL]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "cc.partial" / "run.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    first, command = long_run(out, until=tmp_path / "cc.partial" / "run.json")
     try:
         second = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert second.returncode == 1
@@ -153,6 +159,18 @@ def test_one_column_gets_the_spline_and_the_run_says_which(tmp_path) -> None:
     assert json.loads((tmp_path / "r" / "config.json").read_text())["metadata"]["flow"] == "nsf-ar"
 
 
+def test_val_fraction_splits_a_table(tmp_path) -> None:
+    out = tmp_path / "run"
+    assert (
+        run(
+            "train", "--data", houses(tmp_path), "--val-fraction", "0.3", "--steps", "3", "--out", out, *SMALL
+        ).exit_code
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["val_size"], metrics["test_size"]) == (150, 50)
+
+
 def test_metrics_count_skipped_steps_and_are_strict_json(tmp_path) -> None:
     out = tmp_path / "run"
     assert run("train", "--steps", "20", "--out", out, *SMALL).exit_code == 0
@@ -163,11 +181,7 @@ def test_metrics_count_skipped_steps_and_are_strict_json(tmp_path) -> None:
 
 def test_sigterm_keeps_a_resumable_checkpoint(tmp_path) -> None:
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "flowfit", "train", "--steps", "100000", "--out", str(out), *SMALL]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "run.partial" / "log.csv").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    process, _ = long_run(out, until=tmp_path / "run.partial" / "log.csv")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in stderr
@@ -175,3 +189,102 @@ def test_sigterm_keeps_a_resumable_checkpoint(tmp_path) -> None:
     assert settings.training.steps == 100000
     assert (tmp_path / "run.partial" / "checkpoint" / "checkpoint.safetensors").exists()
     assert not [p for p in os.listdir(tmp_path) if "flowfit-tmp" in p]
+
+
+def test_resume_refuses_data_that_changed_and_keeps_the_columns_it_started_with(tmp_path, monkeypatch) -> None:
+    """Rows added to the file, or its columns reordered, and --resume carried on silently."""
+    import signal as signals
+
+    from flowfit import runner
+
+    data = houses(tmp_path)
+    out = tmp_path / "run"
+    real_fit = runner.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(step, _flow):
+            if step == 4:
+                signals.raise_signal(signals.SIGINT)
+
+        return real_fit(*args, **kwargs, callback=stop)
+
+    monkeypatch.setattr(runner, "fit", interrupted_fit)
+    assert run("train", "--data", data, "--steps", "40", "--val-every", "2", "--out", out, *SMALL).exit_code == 130
+    monkeypatch.setattr(runner, "fit", real_fit)
+    assert RunSettings.load(out).columns == ["area", "price"]  # resolved when the run started
+    original = data.read_text()
+    data.write_text(original + original.splitlines()[1] + "\n")
+    assert failed_cleanly(run("train", "--resume", out), "changed since the run started")
+    data.write_text(original)
+    os.utime(data, ns=(0, 0))  # the same bytes, but not the same file as far as the run can tell
+    assert failed_cleanly(run("train", "--resume", out), "changed since the run started")
+
+
+def test_a_resumed_run_that_diverges_keeps_its_checkpoint(tmp_path, monkeypatch) -> None:
+    from flowfit import runner
+
+    out = tmp_path / "run"
+    partial = tmp_path / "run.partial"
+    partial.mkdir()
+    (partial / "run.json").write_text(json.dumps(RunSettings(out=str(out)).to_json()))
+    (partial / "precious").write_text("checkpoint")
+
+    def diverging_fit(*args, **kwargs):
+        raise TrainingDivergedError("training diverged at step 7: loss nan")
+
+    monkeypatch.setattr(runner, "fit", diverging_fit)
+    assert failed_cleanly(run("train", "--resume", out), "diverged at step 7")
+    assert (partial / "precious").read_text() == "checkpoint"
+
+
+def test_a_file_without_a_header_is_announced(tmp_path) -> None:
+    data = tmp_path / "years.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(data, np.vstack(([2020, 2021], rng.normal(size=(200, 2)))), delimiter=",")  # a header of years?
+    result = run("train", "--data", data, "--steps", "3", "--out", tmp_path / "r", *SMALL)
+    assert result.exit_code == 0 and "has no header row: its columns are x0, x1, by position" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--out", "."), "does not name a directory"),
+        (("--out", "r", "--seed", "99999999999999999999"), "seed (--seed) must lie in"),
+        (("--out", "r", "--device", "meta"), "not a device flowfit trains on"),
+        (("--out", "r", "--batch-size", "0"), "batch_size (--batch-size) must be a positive integer"),
+        (("--out", "r", "--columns", "a,"), "empty name"),
+        (("--out", "r", "--given", ""), "empty name"),
+    ],
+)
+def test_odd_arguments_get_one_line(tmp_path, monkeypatch, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert failed_cleanly(run("train", "--steps", "3", *SMALL, *args), message)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_is_one_line(tmp_path) -> None:
+    out = tmp_path / "run"
+    assert run("train", "--steps", "3", "--out", out, *SMALL).exit_code == 0
+    if not os.path.exists("/dev/full"):
+        pytest.fail("/dev/full is missing on this machine")
+    result = run("sample", "--model", out, "-n", "100000", "--out", "/dev/full")
+    assert failed_cleanly(result, "No space left on device")
+
+
+def test_outputs_say_what_they_are_and_keep_every_digit(tmp_path) -> None:
+    """A float64 model's samples were written with 8 digits: timestamps lost their spread."""
+    data = tmp_path / "stamps.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(data, np.column_stack((1.7e9 + rng.uniform(0, 100, 300), rng.normal(size=300))), delimiter=",",
+               header="t,v", comments="", fmt="%.17g")  # fmt: skip
+    out = tmp_path / "run"
+    assert failed_cleanly(run("train", "--data", data, "--steps", "3", "--out", out, *SMALL), "rounds in steps of 128")
+    assert run("train", "--data", data, "--steps", "3", "--dtype", "float64", "--out", out, *SMALL).exit_code == 0
+    samples = tmp_path / "s.csv"
+    assert run("sample", "--model", out, "-n", "200", "--out", samples).exit_code == 0
+    t = np.loadtxt(samples, delimiter=",", skiprows=1)[:, 0]
+    assert len(np.unique(t)) == 200 and t.std() > 1  # 8 digits made them a handful of values
+    assert failed_cleanly(run("sample", "--model", out, "--out", tmp_path / "s.npy"), "writes CSV")
+    tsv = tmp_path / "s.tsv"
+    assert run("sample", "--model", out, "-n", "3", "--out", tsv).exit_code == 0
+    assert tsv.read_text().splitlines()[0] == "t\tv"

@@ -79,12 +79,20 @@ def test_load_npz_and_parquet(tmp_path) -> None:
     assert tables.load_table(f"{ambiguous}:a")[0].shape == (4, 3)
     with pytest.raises(InputError, match="no array named 'c'"):
         tables.load_table(f"{ambiguous}:c")
+    import decimal
+
     import pandas as pd
 
     parquet = tmp_path / "table.parquet"
-    pd.DataFrame({"area": [1.0, 2.0, 3.0], "label": ["a", "b", "c"], "rooms": [1, 2, 3]}).to_parquet(parquet)
+    prices = [decimal.Decimal("1.25"), decimal.Decimal("2.50"), decimal.Decimal("3.75")]
+    pd.DataFrame({"area": [1.0, 2.0, 3.0], "price": prices, "rooms": [1, 2, 3]}).to_parquet(parquet)
     values, names = tables.load_table(parquet)
-    assert names == ["area", "rooms"] and values.shape == (3, 2)
+    assert names == ["area", "price", "rooms"] and values[:, 1].tolist() == [1.25, 2.5, 3.75]
+    # a column of words or times was dropped without a word, and the model trained on the rest
+    labelled = tmp_path / "labelled.parquet"
+    pd.DataFrame({"area": [1.0, 2.0], "label": ["a", "b"]}).to_parquet(labelled)
+    with pytest.raises(InputError, match=r"column 'label' holds .*string, not numbers"):
+        tables.load_table(labelled)
 
 
 def test_rows_on_disk_read_what_they_select(tmp_path) -> None:
@@ -187,3 +195,17 @@ def test_rows_on_disk_check_every_value_against_the_dtype(tmp_path) -> None:
     rows.check(torch.float64, ["a", "b"])
     with pytest.raises(InputError, match="row 34, column 'b' is 1e\\+200"):
         rows.subset(torch.arange(40).flip(0)).check(torch.float32, ["a", "b"])
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\uff11.5", "\u0660.\u0665"])
+def test_cells_that_python_reads_as_numbers_but_are_not_plain_numbers(tmp_path, cell: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(f"a,b\n1,2\n3,{cell}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"line 3: .* is not a plain number"):
+        tables.load_table(path)
+
+
+def test_times_are_not_numbers(tmp_path) -> None:
+    np.save(tmp_path / "t.npy", np.arange(4, dtype="m8[s]").reshape(2, 2))
+    with pytest.raises(InputError, match="holds times"):
+        tables.load_table(tmp_path / "t.npy")

@@ -364,3 +364,25 @@ def test_the_global_random_state_is_left_alone() -> None:
     torch.manual_seed(5)
     flowfit.fit(flow, lambda n: datasets.moons(n), steps=3, progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_sampler_must_return_what_it_was_asked_for() -> None:
+    with pytest.raises(InputError, match="asked for 10000 samples and returned 7"):
+        flowfit.fit(small_flow(), lambda n: torch.randn(7, 2), steps=3, progress=False)
+
+
+def test_options_come_one_way_or_the_other() -> None:
+    from flowfit.options import TrainOptions
+
+    with pytest.raises(TypeError, match="not both"):
+        flowfit.fit(small_flow(), datasets.moons(100), TrainOptions(steps=5), steps=7, progress=False)
+    assert TrainOptions(steps=np.int64(5)).steps == 5 and type(TrainOptions(steps=np.int64(5)).steps) is int
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path) -> None:
+    torch.manual_seed(0)
+    flowfit.fit(small_flow(), datasets.moons(300, seed=0), steps=4, checkpoint_dir=tmp_path, checkpoint_every=2,
+                progress=False)  # fmt: skip
+    other = flowfit.RealNVP(2, layers=3, hidden=(16,))
+    with pytest.raises(flowfit.CheckpointError, match="does not fit this run"):
+        flowfit.fit(other, datasets.moons(300, seed=0), steps=4, checkpoint_dir=tmp_path, resume=True, progress=False)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -80,6 +81,10 @@ def _clean_errors(command: F) -> F:
         except FlowfitError as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
+        except OSError as error:  # a full disk, a permission, a vanished file: the system's words
+            where = f": {error.filename}" if error.filename else ""
+            typer.echo(f"error: {error.strerror or error}{where}", err=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; no output was written", err=True)
             raise typer.Exit(130) from None
@@ -134,7 +139,9 @@ def _names(values: list[str] | None, option: str) -> list[str] | None:
     """Comma-separated names from a (repeatable) option; a name given twice is an error."""
     if not values:
         return None
-    names = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    names = [part.strip() for value in values for part in value.split(",")]
+    if "" in names:
+        raise InputError(f"{option} has an empty name in {','.join(values)!r}")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise InputError(f"{option} names {', '.join(map(repr, repeated))} more than once")
@@ -171,10 +178,12 @@ def train(
     ] = None,
     bins: Annotated[int | None, typer.Option(help="Spline bins " + _per_family("bins"))] = None,
     columns: Annotated[
-        list[str] | None, typer.Option(help="File columns to model, comma separated [default: all others].")
+        list[str] | None,
+        typer.Option(metavar="NAMES", help="File columns to model, comma separated [default: all others]."),
     ] = None,
     given: Annotated[
-        list[str] | None, typer.Option(help="File columns to condition on, comma separated: trains p(columns | given).")
+        list[str] | None,
+        typer.Option(metavar="NAMES", help="File columns to condition on, comma separated: trains p(columns | given)."),
     ] = None,
     preprocess: Annotated[
         str,
@@ -282,7 +291,8 @@ def sample(
     n: Annotated[int, typer.Option("-n", help="Number of samples (per --given row).")] = 1000,
     out: Annotated[Path, typer.Option(help="CSV file to write; - for standard output.")] = Path("samples.csv"),
     given: Annotated[
-        list[str] | None, typer.Option(help='Context of a conditional model, e.g. "livingArea=2000" (comma separated).')
+        list[str] | None,
+        typer.Option(metavar="NAME=VALUE", help='Context of a conditional model, e.g. "livingArea=2000".'),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
@@ -297,18 +307,18 @@ def sample(
     if n < 1:
         raise InputError(f"-n must be a positive integer, got {n}")
     check_output(out, force)
+    delimiter = _csv_delimiter(out)
+    _seed(seed)
     flow = load(model)
     context = _parse_given(given, flow)
     if context is not None:
         _warn_far(flow, int(flow.far_outside(None, context).sum()), 1, "--given rows lie")
-    if seed is not None:
-        torch.manual_seed(seed)
     chunk = 65536  # drawn and written a chunk at a time: memory stays flat for any n
     with open_output(out, force) as handle, torch.inference_mode():
-        handle.write(",".join(_columns(flow)) + "\n")
+        handle.write(delimiter.join(_columns(flow)) + "\n")
         for done in range(0, n, chunk):
             values = flow.quantize(flow.sample(min(chunk, n - done), context).reshape(-1, flow.dim))
-            np.savetxt(handle, values.double().numpy(), delimiter=",", fmt="%.8g")
+            np.savetxt(handle, values.double().numpy(), delimiter=delimiter, fmt=_digits(flow))
     _say(out, f"wrote {n} samples to {out}")
 
 
@@ -341,26 +351,63 @@ def density(
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be a positive integer, got {chunk_rows}")
     check_output(out, force)
+    _csv_delimiter(out)
     flow = load(model)
     table = open_table(input_path)
     point_columns, given_columns = _match_columns(flow, table.names, table.has_header, input_path)
+    names = [table.names[j] for j in point_columns + given_columns]
     noise = torch.Generator().manual_seed(0)
     count, total, far = 0, 0.0, 0
-    with open_output(out, force) as handle, torch.inference_mode():
-        handle.write("log_prob\n")
+
+    def scored() -> Iterator[Any]:
+        """Each block's log-densities, after the block's values are checked."""
+        nonlocal count, total, far
         for start, block in table.chunks(chunk_rows):
-            names = [table.names[j] for j in point_columns + given_columns]
             check_values(block[:, point_columns + given_columns], flow.dtype, names, input_path, start)
             points = torch.from_numpy(block[:, point_columns])
             context = torch.from_numpy(block[:, given_columns]) if given_columns else None
             far += int(flow.far_outside(points, context).sum())
             log_p = flow.log_prob(flow.dequantize(points, noise), context).double()
-            np.savetxt(handle, log_p.numpy()[:, None], fmt="%.8g")
             count, total = count + len(log_p), total + log_p.sum().item()
-        if count == 0:  # inside the block: nothing is written
+            yield log_p.numpy()[:, None]
+
+    with torch.inference_mode():
+        blocks = scored()
+        first = next(blocks, None)  # read and checked before anything is written (stdout included)
+        if first is None:
             raise InputError(f"{input_path}: the file has no data rows")
+        with open_output(out, force) as handle:
+            handle.write("log_prob\n")
+            for values in itertools.chain([first], blocks):
+                np.savetxt(handle, values, fmt=_digits(flow))
     _warn_far(flow, far, count, "rows lie")
     _say(out, f"wrote {count} log-densities to {out} (mean {total / count:.4f} nats)")
+
+
+def _csv_delimiter(out: Path) -> str:
+    """The delimiter of a CSV output by its name (``.csv``/``.txt``: comma, ``.tsv``: tab);
+    standard output and devices get commas; any other name is refused (the bytes would be CSV
+    under a name that says otherwise)."""
+    if str(out) == "-" or (out.exists() and not out.is_file() and not out.is_dir()):
+        return ","
+    delimiters = {".csv": ",", ".txt": ",", ".tsv": "\t"}
+    if out.suffix.lower() not in delimiters:
+        raise InputError(f"--out {out}: writes CSV; give a name ending in .csv, .tsv or .txt, or - for stdout")
+    return delimiters[out.suffix.lower()]
+
+
+def _digits(flow: Any) -> str:
+    """Enough significant digits for the model's numbers to read back exactly."""
+    return "%.17g" if str(flow.dtype) == "torch.float64" else "%.9g"
+
+
+def _seed(seed: int | None) -> None:
+    import torch
+
+    if seed is not None:
+        if not 0 <= seed < 2**63:
+            raise InputError(f"--seed must lie in [0, 2**63), got {seed}")
+        torch.manual_seed(seed)
 
 
 def _match_columns(flow: Any, names: list[str], has_header: bool, path: str) -> tuple[list[int], list[int]]:
@@ -396,13 +443,12 @@ def animate(
         int, typer.Option(help="Frames between consecutive layers; for a continuous flow, frames in all.")
     ] = 10,
     given: Annotated[
-        list[str] | None, typer.Option(help='Context of a conditional model, e.g. "label=1" (comma separated).')
+        list[str] | None, typer.Option(metavar="NAME=VALUE", help='Context of a conditional model, e.g. "label=1".')
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Render N(0, I) turning into the data as a GIF: layer by layer, or along the ODE's path."""
-    import torch
 
     from flowfit import viz
     from flowfit.files import check_output
@@ -418,8 +464,7 @@ def animate(
     if flow.dim != 2:
         raise InputError(f"animate draws 2-D flows; this model is {flow.dim}-D")
     context = _parse_given(given, flow)
-    if seed is not None:
-        torch.manual_seed(seed)
+    _seed(seed)
     states, titles, note, per_layer = viz.trajectory_frames(flow, n, frames, context)
     viz.animate(states, out, titles, per_layer, note=note)
     _say(out, f"wrote {out}")

@@ -87,7 +87,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if len(data) < 3:
             raise InputError(f"n_samples = {len(data)}: fitting needs at least 3 rows (2 to train, 1 to validate)")
         seed = check_random_state(self.random_state).randint(2**31 - 1)
-        names = [f"x{j}" for j in range(data.shape[1])]
+        names = [str(c) for c in getattr(self, "feature_names_in_", [f"x{j}" for j in range(data.shape[1])])]
         plans = make_plan(data, names, self.preprocess)
         check_plans(plans, data, names)
         family, notice = family_for(self.flow, data.shape[1])

@@ -7,7 +7,8 @@ The rules, in one place:
   ``KeyboardInterrupt``, ``SystemExit`` and, inside :func:`terminate_gracefully`, SIGTERM. On failure
   the temporary is removed and the target is left as it was.
 * An output is never silently replaced. An existing file needs ``force``; an existing directory is
-  replaced only with ``force`` and only when it is empty or a flowfit run (:func:`is_flowfit_run`).
+  replaced only with ``force`` and only when it is empty or a flowfit run (:func:`is_flowfit_run`)
+  that holds nothing but what flowfit writes there (:data:`RUN_ENTRIES`).
 * Only regular files are replaced. ``-`` means standard output; a character device (``/dev/null``)
   or a named pipe is written to as a stream and never replaced; a directory, a socket or a block
   device is refused.
@@ -49,6 +50,12 @@ except ImportError:  # Windows: lock() does no locking there
 STDOUT = "-"
 TEMPORARY_MARK = ".flowfit-tmp-"
 CONFIG = "config.json"
+#: What a flowfit run directory holds (the model, the metrics, the pictures, TensorBoard's
+#: events): ``--force`` replaces a run only when it holds nothing else.
+RUN_ENTRIES = frozenset(
+    {"model.safetensors", CONFIG, "metrics.json", "history.csv", "tensorboard"}
+    | {"samples.png", "density.png", "layers.png", "flow.gif", "loss.png", "loglik.png"}
+)
 
 
 # --- small helpers -------------------------------------------------------------------------------
@@ -315,7 +322,15 @@ def _check_directory_target(path: Path, force: bool) -> None:
         return
     if not force:
         raise InputError(f"{path} already exists; pass --force to replace it")
-    if path.is_dir() and (not any(path.iterdir()) or is_flowfit_run(path)):
+    if path.is_dir() and is_flowfit_run(path):
+        foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in RUN_ENTRIES)
+        if foreign:
+            raise InputError(
+                f"{path} holds files flowfit did not write ({', '.join(foreign[:3])}); it will not be replaced, "
+                "even with --force: move them, or choose another --out"
+            )
+        return
+    if path.is_dir() and not any(path.iterdir()):
         return
     raise InputError(
         f"{path} is not a flowfit run and will not be replaced, even with --force; "
@@ -359,8 +374,9 @@ def replace_directory(path: str | Path, force: bool) -> Iterator[Path]:
     * ``path`` absent: fine (its parents are created).
     * ``path`` exists and ``force`` is False: refused ("pass --force").
     * ``path`` exists and ``force`` is True: allowed only if it is an empty directory or a flowfit run
-      (:func:`is_flowfit_run`). Anything else, a regular file or a directory with other content (a home
-      directory, a source tree), is refused even with ``force``.
+      (:func:`is_flowfit_run`) holding only :data:`RUN_ENTRIES`. Anything else, a regular file, a run
+      with the user's own files in it, a directory with other content (a home directory, a source
+      tree), is refused even with ``force``.
 
     The temporary is ``.{name}.flowfit-tmp-{pid}-{random}`` with normal permissions (``0o777 & ~umask``);
     stale ones left by dead processes are removed first. On success the old ``path`` is moved aside and

@@ -10,6 +10,7 @@ which :meth:`Flow.log_prob` computes in one pass from data to base (each inverse
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -62,6 +63,8 @@ class Flow(Configurable, nn.Module):
         self.dim = dim
         self.context_dim = context_dim
         self.base = StandardNormal(dim) if base is None else base
+        if not isinstance(self.base, Base):
+            raise ValueError(f"base must be a flowfit base distribution, got {base!r}")
         if self.base.dim != dim:
             raise ValueError(f"the base distribution has dimension {self.base.dim}, the flow {dim}")
         self.transform = Compose(transforms)
@@ -145,8 +148,9 @@ class Flow(Configurable, nn.Module):
         ``log p(x) = log p_Z0(z_0) - log|det df/dz_0|``. Shapes as in :meth:`sample`, with
         the log-densities shaped ``(n,)`` or ``(m, n)``.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise InputError(f"the number of samples must be a positive integer, got {n!r}")
+        n = int(n)
         rows = self._context_rows(context)
         z = self.base.sample(n * (rows or 1))
         if context is not None:

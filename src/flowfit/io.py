@@ -53,7 +53,8 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     """Read and check ``config.json`` of a saved model."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"no model at {directory}: the directory does not exist")
+        what = "is a file, not a model directory" if directory.exists() else "the directory does not exist"
+        raise CheckpointError(f"no model at {directory}: {what}")
     config_path = directory / CONFIG
     if not config_path.is_file():
         raise CheckpointError(f"no model at {directory}: {CONFIG} is missing")
@@ -64,7 +65,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != "flowfit":
         raise CheckpointError(f"{config_path} is not a flowfit model config")
     version = config.get("format_version", 0)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{config_path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{directory} was saved by flowfit {config.get('flowfit_version')} in format {version}; "
             f"this flowfit ({__version__}) reads format {FORMAT_VERSION}"
@@ -83,8 +86,8 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> Flow:
     """Rebuild a flow saved by :func:`save` (in eval mode, on ``device``)."""
     directory = Path(directory)
     config = read_config(directory)
-    dtype = getattr(torch, str(config.get("dtype", "float32")), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(str(config.get("dtype", "float32")))
+    if dtype is None:
         raise CheckpointError(f"{directory / CONFIG}: unknown dtype {config.get('dtype')!r}")
     flow = from_config(config["model"])
     if not isinstance(flow, Flow):

@@ -4,6 +4,7 @@ keep a config from asking for a network that cannot be built."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,14 @@ def positive_int(value: Any, name: str, limit: int | None = None) -> int:
     if limit is not None and value > limit:
         raise ValueError(f"{name} = {value:,} is more than the {limit:,} flowfit allows")
     return value
+
+
+def positive_number(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite positive number (not a bool, not a string);
+    raises ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def sizes(values: Any, name: str) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,13 +46,23 @@ class TrainOptions:
     clip_grad: float = _option(10.0, "Clip the gradient norm to this value (0: no clipping).")
     ema: float | None = _option(None, "Average the weights with this EMA decay (e.g. 0.999) and keep the average.")
     patience: int | None = _option(None, "Stop after this many validations without improvement.")
-    val_fraction: float = _option(0.1, "Share of the training rows held out for validation (data in memory).")
+    val_fraction: float = _option(
+        0.1, "Share of the data rows held out for validation (tables; generated data get 10,000 fresh draws)."
+    )
     val_every: int | None = _option(None, "Validate every this many steps [default: 40 times in a run].")
     max_retries: int = _option(3, "Rollbacks the divergence guard may make before training stops with an error.")
     checkpoint_every: int = _option(1000, "Checkpoint every this many steps (and on Ctrl-C); 0: only on Ctrl-C.")
-    seed: int = _option(0, "Random seed of the batches, the validation split and fresh draws.")
+    seed: int = _option(
+        0, "Random seed of the batches, the validation split and fresh draws (flowfit train: the weights too)."
+    )
 
     def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):  # numpy's numbers are numbers too
+            value = getattr(self, item.name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+                object.__setattr__(self, item.name, int(value))
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
+                object.__setattr__(self, item.name, float(value))
         check_types(self)
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
@@ -72,8 +83,12 @@ class TrainOptions:
             raise InputError(f"{_name('clip_grad')} must be >= 0 (0: no clipping), got {self.clip_grad}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise InputError(f"{_name('ema')} must be a decay in (0, 1), got {self.ema}")
+        if not 0 <= self.seed < 2**63:
+            raise InputError(f"{_name('seed')} must lie in [0, 2**63), got {self.seed}")
         if not 0 < self.val_fraction < 1:
             raise InputError(f"{_name('val_fraction')} must lie in (0, 1), got {self.val_fraction}")
+        if self.warmup and self.schedule == "plateau":
+            raise InputError(f"{_name('warmup')} applies to the cosine and constant schedules, not to plateau")
         if self.steps is not None and self.warmup >= self.steps:
             raise InputError(f"{_name('warmup')} ({self.warmup}) must be shorter than the run ({self.steps} steps)")
 

@@ -40,6 +40,15 @@ class ColumnPlan:
     lower: float = 0.0  # logit bounds
     upper: float = 1.0
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "log", "logit"):
+            raise ValueError(f"unknown column map {self.kind!r}; choose none, log or logit")
+        finite = all(isinstance(v, int | float) and math.isfinite(v) for v in (self.dequantize, self.lower, self.upper))
+        if not finite or self.dequantize < 0:
+            raise ValueError(f"a column plan needs finite numbers and a step >= 0, got {self}")
+        if self.kind == "logit" and not self.lower < self.upper:
+            raise ValueError(f"logit bounds need lower < upper, got {self.lower} and {self.upper}")
+
     @property
     def spec(self) -> str:
         """The spec string that gives this plan."""
@@ -63,8 +72,8 @@ def parse_spec(spec: str, step: float = 1.0) -> ColumnPlan:
             lower, upper = float(match["a"]), float(match["b"])
         except ValueError:
             raise InputError(f"logit bounds must be numbers, got {spec!r}") from None
-        if not lower < upper:
-            raise InputError(f"logit bounds must satisfy a < b, got {spec!r}")
+        if not lower < upper or not math.isfinite(lower) or not math.isfinite(upper):
+            raise InputError(f"logit bounds must be finite numbers with a < b, got {spec!r}")
     return ColumnPlan(name, step if match["dequantize"] else 0.0, lower, upper)
 
 
@@ -129,7 +138,7 @@ def make_plan(
         for part in re.split(r",(?![^\[]*\])", spec):  # commas outside logit[a,b]
             name, _, column_spec = (piece.strip() for piece in part.partition("="))
             if name not in names:
-                raise InputError(f"--preprocess names a column {name!r} the data does not have")
+                raise InputError(f"preprocess names {name!r}, which is not a modelled column ({', '.join(names)})")
             if name in per_column:
                 raise InputError(f"--preprocess sets column {name!r} twice ({per_column[name]} and {column_spec})")
             per_column[name] = column_spec
@@ -139,8 +148,15 @@ def make_plan(
         column = values[:, j]
         if column_spec == "auto":
             plans.append(auto_plan(column, None if lowest is None else lowest[j]))
-        else:
-            plans.append(parse_spec(column_spec, step=quantization_step(column) or 1.0))
+            continue
+        step = quantization_step(column)
+        plan = parse_spec(column_spec, step=step or 1.0)
+        if plan.dequantize and not step and len(torch.unique(column)) > 1:
+            raise InputError(
+                f"column {name!r} is not on a grid of steps (its values are not all multiples of one step): "
+                "dequantize is for counts and other quantized values"
+            )
+        plans.append(plan)
     return plans
 
 

@@ -62,9 +62,13 @@ class RunSettings:
     out: str = "runs/train"
     force: bool = False
     plots: bool = True
+    #: the data file's size and modification time when the run started (``--resume`` checks it)
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         check_types(self, skip=("training",))
+        if Path(self.out).name in ("", ".", ".."):
+            raise InputError(f"--out {self.out!r} does not name a directory flowfit can write; give a name")
         if not isinstance(self.training, TrainOptions):
             raise InputError("training must be TrainOptions")
         if self.flow not in FAMILIES:
@@ -118,6 +122,11 @@ def run_training(
     settings: RunSettings, resume: bool = False, progress: bool = True, echo: Callable[[str], Any] = print
 ) -> dict[str, Any]:
     """Train, evaluate and write the run directory; returns the metrics."""
+    if resume and sources.fingerprint(settings.data) != settings.fingerprint:
+        raise CheckpointError(
+            f"{settings.data} changed since the run started (size or modification time): the checkpoint would "
+            f"continue on other data; start afresh with --force"
+        )
     rank, world, local_rank = _start_processes()
     say = echo if rank == 0 else (lambda _text: None)
     device, dtype = _device(settings.device, local_rank), getattr(torch, settings.dtype)
@@ -125,19 +134,31 @@ def run_training(
     with _lock_on_rank_zero(out, rank, world):
         if not resume:
             _check_fresh(out, partial, settings.force)
+        training = settings.training
         data = sources.resolve(
-            settings.data, settings.columns, settings.given, settings.training.seed, settings.preprocess, dtype
+            settings.data,
+            settings.columns,
+            settings.given,
+            training.seed,
+            settings.preprocess,
+            dtype,
+            training.val_fraction,
         )
         model, notice = _build(settings, data)
         model = model.to(device=device, dtype=dtype)
-        if notice:
-            say(f"note: {notice}")
+        for note in [notice, *data.notes, _batch_note(settings, data, model)]:
+            if note:
+                say(f"note: {note}")
         if data.plans:
             say(f"preprocessing: {describe(data.plans, data.columns)}")
         if rank == 0 and not resume:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            write_json(partial / "run.json", settings.to_json())
+            # the columns as resolved and the file as it is now: a resume continues on the same data
+            fixed = dataclasses.replace(settings, fingerprint=sources.fingerprint(settings.data))
+            if not data.generated:
+                fixed = dataclasses.replace(fixed, columns=data.columns, given=data.given)
+            write_json(partial / "run.json", fixed.to_json())
         what = f"p({', '.join(data.columns)} | {', '.join(data.given)})" if data.given else f"{data.dim}-D"
         options = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1])
         say(
@@ -162,7 +183,7 @@ def run_training(
             say(f"the run is checkpointed in {partial}; continue it with: flowfit train --resume {out}")
             raise
         except TrainingDivergedError:
-            if rank == 0:
+            if rank == 0 and not resume:  # nothing to resume; a resumed run keeps the checkpoint it had
                 shutil.rmtree(partial, ignore_errors=True)
             raise
         metrics: dict[str, Any] = {}
@@ -181,6 +202,14 @@ def run_training(
         dist.barrier()
         dist.destroy_process_group()
     return metrics
+
+
+def _batch_note(settings: RunSettings, data: Data, model: Flow) -> str:
+    batch = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1]).batch_size
+    rows = None if data.generated else len(data.train[0])
+    if rows is not None and batch > rows:
+        return f"the batch size {batch} is more than the {rows} training rows: every step uses all of them"
+    return ""
 
 
 def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
@@ -247,7 +276,9 @@ def _device(name: str, local_rank: int) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise InputError(f"--device {name!r} is not a device (auto, cpu, cuda, cuda:N, mps)") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {name!r} is not a device flowfit trains on (auto, cpu, cuda, cuda:N, mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA GPU is available here")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -278,6 +309,7 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
         "test_nll": test_nll,
         "test_nll_stderr": test_stderr,
         "test_size": len(data.test[0]),
+        "val_size": len(data.val[0]),
         "steps": result.steps,
         "stopped_at": result.stopped_at,
         "best_step": result.best_step,

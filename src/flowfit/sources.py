@@ -24,7 +24,7 @@ from torch import Tensor
 from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
-from flowfit.tables import Rows, check_resolution, check_values, load_table, open_rows, pick, select_rows, split_spec
+from flowfit.tables import Rows, check_resolution, check_values, open_rows, open_table, pick, select_rows, split_spec
 from flowfit.train import split_indices
 
 #: Seeds of the fixed validation and test draws from a toy generator (the test seed is the
@@ -58,6 +58,8 @@ class Data:
     plans: list[ColumnPlan] = field(default_factory=list)
     #: whether the data are drawn from a generator (a toy or a picture)
     generated: bool = False
+    #: facts the user should hear (a file read without a header)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def dim(self) -> int:
@@ -82,20 +84,24 @@ def resolve(
     seed: int = 0,
     preprocess: str = "auto",
     dtype: torch.dtype = torch.float32,
+    val_fraction: float = 0.1,
 ) -> Data:
     """Resolve ``--data spec`` (see the module docstring). ``given`` names columns to condition
     on (the model is then ``p(columns | given)``); ``columns`` defaults to every other
     column. ``preprocess`` chooses each column's preprocessing
     (:func:`flowfit.preprocess.make_plan`), decided on the training rows (at most
-    ``PLAN_ROWS`` of them), checked on every row."""
+    ``PLAN_ROWS`` of them), checked on every row. A table's rows are split into training,
+    ``val_fraction`` for validation and 10% for testing."""
     draw = generated(spec)
     if draw is not None:
         if columns or given:
             raise InputError(f"--columns and --given pick columns of a table; {spec!r} is generated data")
         if preprocess != "auto":
             raise InputError(f"--preprocess applies to tables; {spec!r} is generated data, which it would not change")
+        if val_fraction != 0.1:
+            raise InputError(f"--val-fraction splits tables; {spec!r} is validated on 10,000 fresh draws")
         return _sampled(spec, draw)
-    table, names, path = _open(spec)
+    table, names, path, has_header = _open(spec)
     if columns is not None and not columns:
         raise InputError("--columns names no column")
     given = list(given or [])
@@ -114,7 +120,9 @@ def resolve(
     _check_every_row(values, columns, dtype, path)
     if context is not None:
         _check_every_row(context, given, dtype, path)
-    order = split_indices(len(table), (0.8, 0.1, 0.1), seed=seed)
+    if not 0 < val_fraction < 0.9:
+        raise InputError(f"--val-fraction {val_fraction} leaves no rows to train on (10% are for testing)")
+    order = split_indices(len(table), (1 - val_fraction - 0.1, val_fraction, 0.1), seed=seed)
     train, val, test = ((select_rows(values, i), None if context is None else select_rows(context, i)) for i in order)
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
         preprocess = TABLE_PREPROCESS[spec]
@@ -128,7 +136,9 @@ def resolve(
     constant = [c for c, same, plan in zip(columns, flat, plans, strict=True) if same and not plan.dequantize]
     if constant:
         raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
-    return Data(path, columns, given, train, _in_memory(val), _in_memory(test), _in_memory(train, 10_000), plans)
+    notes = [] if has_header else [f"{path} has no header row: its columns are {', '.join(names)}, by position"]
+    reference = _in_memory(train, 10_000)
+    return Data(path, columns, given, train, _in_memory(val), _in_memory(test), reference, plans, notes=notes)
 
 
 def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
@@ -145,19 +155,33 @@ def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
     )
 
 
-def _open(spec: str) -> tuple[Tensor | Rows, list[str], str]:
-    """A bundled table, a ``.npy`` file on disk, or any other table file read in."""
+def _open(spec: str) -> tuple[Tensor | Rows, list[str], str, bool]:
+    """A bundled table, a ``.npy`` file on disk, or any other table file read in; the last
+    value says whether the column names came from the file (bundled tables have names)."""
     if spec in TABLES:
         table, names = TABLES[spec]()
-        return table, names, spec
+        return table, names, spec, True
     if spec.endswith(".npy"):
         rows, names = open_rows(spec)
-        return rows, names, spec
+        return rows, names, spec, False
     if not split_spec(spec)[0].exists():
         known = ", ".join([*TOYS, *TABLES, "logo", "image:PATH"])
         raise InputError(f"--data {spec!r} is neither a file nor a data set flowfit knows ({known})")
-    table, names = load_table(spec)
-    return table, names, spec
+    table = open_table(spec)
+    return torch.from_numpy(table.read()), table.names, spec, table.has_header
+
+
+def fingerprint(spec: str) -> str | None:
+    """The data file's size and modification time (None for generated and bundled data)."""
+    path = split_spec(spec)[0]
+    if generated_name(spec) or spec in TABLES or not path.is_file():
+        return None
+    status = path.stat()
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def generated_name(spec: str) -> bool:
+    return spec in TOYS or spec == "logo" or spec.startswith("image:")
 
 
 def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:

@@ -143,6 +143,8 @@ def _read_array(path: Path, key: str | None = None) -> tuple[np.ndarray, list[st
         values = values[:, None]
     if values.ndim != 2:
         raise InputError(f"{path}: expected a 2-D array (rows are samples), got shape {values.shape}")
+    if np.issubdtype(values.dtype, np.timedelta64) or np.issubdtype(values.dtype, np.datetime64):
+        raise InputError(f"{path}: holds times ({values.dtype}), not numbers; convert them first")
     if np.issubdtype(values.dtype, np.complexfloating):
         raise InputError(f"{path}: holds complex numbers ({values.dtype}); a density is over real values")
     if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
@@ -162,12 +164,16 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, list[str]]:
         table = parquet.read_table(path)
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
         raise InputError(f"{path}: not a readable Parquet file ({error})") from None
-    kinds = (types.is_integer, types.is_floating, types.is_boolean)
-    numeric = [f.name for f in table.schema if f.type.num_fields == 0 and any(kind(f.type) for kind in kinds)]
-    if not numeric:
-        raise InputError(f"{path}: no numeric columns")
-    values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in numeric])
-    return values, numeric
+    kinds = (types.is_integer, types.is_floating, types.is_boolean, types.is_decimal)
+    for field in table.schema:
+        if not any(kind(field.type) for kind in kinds):
+            raise InputError(
+                f"{path}: column {field.name!r} holds {field.type}, not numbers; "
+                "flowfit reads tables of numbers: drop or convert it"
+            )
+    names = [field.name for field in table.schema]
+    columns = [table.column(n).cast("float64").to_numpy(zero_copy_only=False) for n in names]
+    return np.column_stack(columns).astype(np.float64), names
 
 
 def _open_delimited(path: Path) -> Table:
@@ -215,6 +221,11 @@ def _open_delimited(path: Path) -> Table:
 
 def _parse(path: Path, block: list[tuple[int, str]], names: list[str], delimiter: str) -> np.ndarray:
     """Parse numbered lines into a float array; on failure, name the first bad line and cell."""
+    for number, line in block:  # float() also reads "1_000" and non-ASCII digits: a typo, not a number
+        if "_" in line or not line.isascii():
+            cells = next(csv.reader([line], delimiter=delimiter))
+            cell = next(c for c in cells if "_" in c or not c.isascii())
+            raise InputError(f"{path}: line {number}: {cell.strip()!r} is not a plain number")
     rows = list(csv.reader((line for _, line in block), delimiter=delimiter))
     try:
         values = np.array(rows, dtype=np.float64)

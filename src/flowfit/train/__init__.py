@@ -50,7 +50,8 @@ def fit(
             family's defaults (``flow.training_defaults``).
         val_data: held-out data for model selection (rows or a pair). Default:
             ``val_fraction`` of the data rows (held out from training), or 10,000 fresh
-            draws from a sampler.
+            draws from a sampler (``val_fraction`` plays no part then, nor when ``val_data``
+            is given).
         checkpoint_dir: where the run's checkpoint goes (written atomically, never with
             non-finite values): every ``checkpoint_every`` steps, and on Ctrl-C or SIGTERM.
         resume: continue from the checkpoint in ``checkpoint_dir`` (same data and options):
@@ -72,6 +73,8 @@ def fit(
         TrainingDivergedError: when the guard's rollbacks are used up, or when no
             validation ever beat the untrained flow (nothing is kept then).
     """
+    if options is not None and option_values:
+        raise TypeError("pass the training options either as TrainOptions or as keywords, not both")
     options = (options or TrainOptions()).updated(**option_values)
     reporters: list[Callback] = [ProgressBar()] if progress else []
     reporters += [CSVLog(log_path)] if log_path is not None else []

@@ -66,7 +66,11 @@ class Checkpointer:
         if missing:
             raise CheckpointError(f"the checkpoint {self.path} has no state for {', '.join(missing)}")
         for name, part in parts.items():
-            part.load_state_dict(state[name])
+            try:
+                part.load_state_dict(state[name])
+            except (RuntimeError, KeyError, ValueError, TypeError) as error:
+                first = str(error).strip().splitlines()[0]
+                raise CheckpointError(f"the checkpoint {self.path} does not fit this run ({name}: {first})") from None
 
 
 def _encode(value: Any, tensors: dict[str, Tensor], path: str = "") -> Any:

@@ -41,9 +41,11 @@ def as_rows(values: Any, name: str) -> Tensor | Rows:
     if isinstance(values, Rows):
         return values
     try:
-        array = values if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
+        array = values.detach() if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
     except (TypeError, ValueError, RuntimeError) as error:
         raise InputError(f"{name} is not an array of numbers ({error})") from None
+    if array.is_meta:
+        raise InputError(f"{name} is on the meta device: it holds no values")
     if array.is_complex():
         raise InputError(f"{name} holds complex numbers; a density is over real values")
     if not (array.is_floating_point() or array.dtype in _INTEGERS):
@@ -158,6 +160,8 @@ class SamplerSource:
 
     def draw(self, n: int, name: str = "sampled data") -> tuple[Tensor, Tensor | None]:
         x, context = pairs(self.sampler(n), self.flow, name)
+        if len(x) != n:
+            raise InputError(f"the sampler was asked for {n} samples and returned {len(x)}")
         return in_memory(x), in_memory(context)
 
     def batch(self, n: int) -> tuple[Tensor, Tensor | None]:

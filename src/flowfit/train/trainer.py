@@ -150,7 +150,8 @@ class Validation:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.x, self.context = state["x"].to(self.x), None if state["context"] is None else state["context"]
+        self.x = state["x"].to(self.x)
+        self.context = None if state["context"] is None else state["context"].to(self.x)
         self.start, self.best, self.best_step = state["start"], state["best"], state["best_step"]
         self.since_best, self.best_state = state["since_best"], state["best_state"]
         self.records = [Record(*values) for values in state["records"]]
@@ -386,7 +387,7 @@ class Trainer:
                 f"training never beat the untrained flow's validation {validation.metric} ({validation.start:.4g}): "
                 "the flow kept is the untrained one, the base distribution fitted to the data's mean and spread",
                 FlowfitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         self.flow.load_state_dict(validation.best_state)
         self.flow.eval()
@@ -396,7 +397,7 @@ class Trainer:
                 "loss spikes: those batches did not train the flow. Heavy-tailed data may need a log "
                 "preprocessing or a Student-t base (flowfit.distributions.StudentT).",
                 FlowfitWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         records = validation.records
         return FitResult(

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from flowfit.config import Configurable
+from flowfit.nets import positive_int, positive_number
 from flowfit.transforms.splines import rational_quadratic_spline, spline_params_per_dim
 
 
@@ -39,7 +40,7 @@ class AffineMap(ElementwiseMap):
 
     def __init__(self, scale_bound: float = 3.0) -> None:
         super().__init__()
-        self.scale_bound = scale_bound
+        self.scale_bound = positive_number(scale_bound, "scale_bound")
 
     def forward(self, values: Tensor, theta: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         raw_log_scale, shift = theta.unbind(dim=-1)
@@ -70,8 +71,8 @@ class SplineMap(ElementwiseMap):
 
     def __init__(self, bins: int = 8, tail_bound: float = 4.0) -> None:
         super().__init__()
-        self.bins = bins
-        self.tail_bound = tail_bound
+        self.bins = positive_int(bins, "bins", 1000)
+        self.tail_bound = positive_number(tail_bound, "tail_bound")
         self.params_per_dim = spline_params_per_dim(bins)
 
     def forward(self, values: Tensor, theta: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
