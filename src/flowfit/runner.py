@@ -151,6 +151,8 @@ def run_training(
                 say(f"note: {note}")
         if data.plans:
             say(f"preprocessing: {describe(data.plans, data.columns)}")
+        if world > 1:
+            dist.barrier()  # every process has checked the directories before rank 0 touches them
         if rank == 0 and not resume:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
