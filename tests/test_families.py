@@ -9,7 +9,7 @@ import torch
 import flowfit
 from flowfit import FAMILIES
 from flowfit.families import family_for, family_of
-from flowfit.transforms import AffineCoupling, RandomPermutation, Reverse, Standardize
+from flowfit.transforms import AffineCoupling, Permutation, RandomPermutation, Reverse, Standardize
 
 from .helpers import check_bijection, randomize
 
@@ -173,17 +173,21 @@ def test_sizes_are_checked_before_anything_is_built(config: dict, message: str) 
 
 
 @pytest.mark.parametrize("cls", [flowfit.RealNVP, flowfit.NICE, flowfit.NSF])
-def test_couplings_in_three_or_more_dimensions_permute_between_layers(cls) -> None:
-    """Columns in the same half would otherwise only ever see each other through the other
-    half: every pair of columns must be split across some coupling."""
-    dim = 6
-    flow = cls(dim, layers=6, hidden=(4,))
-    order = list(range(dim))  # which input coordinate sits at each position, base side first
-    split = set()
+@pytest.mark.parametrize("dim", [3, 4, 6, 10, 16])
+def test_couplings_in_three_or_more_dimensions_split_every_pair(cls, dim: int) -> None:
+    """With the same contiguous halves in every layer, two columns in one half only ever saw
+    each other through the other half: every pair of columns must be split by some coupling,
+    both ways round once the layers allow."""
+    flow = cls(dim, layers=4, hidden=(4,))
+    order = list(range(dim))  # which base-side column each position carries
+    conditioned = set()  # (transformed column, identity column)
     for layer in flow.layers:
-        if isinstance(layer, RandomPermutation):
+        if isinstance(layer, Permutation):
             order = [order[int(p)] for p in layer.perm]
         elif hasattr(layer, "split"):
-            first, second = set(order[: layer.split]), set(order[layer.split :])
-            split |= {frozenset((a, b)) for a in first for b in second}
-    assert len(split) == dim * (dim - 1) // 2
+            first, second = order[: layer.split], order[layer.split :]
+            identity, moved = (second, first) if layer.swap else (first, second)
+            conditioned |= {(a, b) for a in moved for b in identity}
+    assert all((a, b) in conditioned or (b, a) in conditioned for a in range(dim) for b in range(a))
+    if dim <= 4:  # 2 bits, 4 layers: two rounds, both directions
+        assert len(conditioned) == dim * (dim - 1)

@@ -288,3 +288,21 @@ def test_outputs_say_what_they_are_and_keep_every_digit(tmp_path) -> None:
     tsv = tmp_path / "s.tsv"
     assert run("sample", "--model", out, "-n", "3", "--out", tsv).exit_code == 0
     assert tsv.read_text().splitlines()[0] == "t\tv"
+
+
+def test_warnings_are_one_line_like_errors(tmp_path, monkeypatch) -> None:
+    import warnings
+
+    from flowfit import runner
+    from flowfit.errors import FlowfitWarning
+
+    real_fit = runner.fit
+
+    def warning_fit(*args, **kwargs):
+        warnings.warn("training never beat the untrained flow", FlowfitWarning, stacklevel=2)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "fit", warning_fit)
+    result = run("train", "--steps", "3", "--out", tmp_path / "r", *SMALL)
+    assert result.exit_code == 0
+    assert result.stderr.strip().splitlines() == ["warning: training never beat the untrained flow"]

@@ -11,6 +11,7 @@ import functools
 import inspect
 import itertools
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -76,7 +77,8 @@ def _clean_errors(command: F) -> F:
         from flowfit.files import terminate_gracefully
 
         try:
-            with terminate_gracefully():
+            with terminate_gracefully(), warnings.catch_warnings():
+                warnings.showwarning = _show_warning
                 return command(*args, **kwargs)
         except FlowfitError as error:
             typer.echo(f"error: {error}", err=True)
@@ -90,6 +92,11 @@ def _clean_errors(command: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings as one line on stderr, as errors are."""
+    typer.echo(f"warning: {message}", err=True)
 
 
 def _per_family(argument: str, objective: str = "mle") -> str:

@@ -14,8 +14,10 @@ the context's own standardization, to the training data. Every family also takes
 - ``base``: the base distribution (default ``N(0, I)``).
 
 Coupling families mix every coordinate: in two dimensions consecutive couplings swap which
-half moves; from three on, a fixed random permutation sits between couplings (as in the NSF
-paper), so that two columns that start in the same half still meet through a network.
+half moves; from three on, coupling ``i`` splits the columns by bit ``i mod B`` of their
+number (a fixed permutation brings each part together), so that every pair of columns meets
+across some coupling (``benchmarks/mixing.py`` measures this against contiguous halves, random
+permutations and LU layers).
 
 Defaults are tuned on the 2-D toys.
 """
@@ -23,9 +25,12 @@ Defaults are tuned on the 2-D toys.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+import torch
 
 from flowfit.distributions import Base
 from flowfit.flow import Flow
@@ -40,7 +45,7 @@ from flowfit.transforms import (
     LULinear,
     MaskedAffineAutoregressive,
     MaskedSplineAutoregressive,
-    RandomPermutation,
+    Permutation,
     Reverse,
     SplineCoupling,
     Standardize,
@@ -108,21 +113,33 @@ class _Parts:
         }
 
 
-def _couplings(dim: int, layers: int, coupling: Callable[[bool], Transform]) -> list[Transform]:
-    """``layers`` couplings that together move every coordinate and let every pair meet:
-    alternating halves in 2-D; from 3-D on a fixed random permutation between couplings."""
+def _couplings(dim: int, layers: int, coupling: Callable[[bool, int], Transform]) -> list[Transform]:
+    """``layers`` couplings (``coupling(swap, split)``) that together move every coordinate
+    and split every pair of columns. In 2-D they alternate halves. From 3-D on, number the
+    columns in binary: coupling ``i`` conditions the columns whose bit ``i mod B`` is 1 on
+    those whose bit is 0 (the other way round in the next round of ``B`` layers), brought
+    together by a fixed permutation before it. Any two columns differ in some bit, so every
+    pair meets across some coupling once there are ``B = ceil(log2 dim)`` layers."""
+    if dim == 2:
+        return [coupling(bool(i % 2), 1) for i in range(layers)]
+    bits = math.ceil(math.log2(dim))
     transforms: list[Transform] = []
+    order = list(range(dim))  # the column each position carries, base side first
     for i in range(layers):
-        if i and dim > 2:
-            transforms.append(RandomPermutation(dim, seed=i))
-        transforms.append(coupling(bool(i % 2)))
+        bit = i % bits
+        wanted = sorted(range(dim), key=lambda column: (column >> bit) & 1)
+        if wanted != order:
+            transforms.append(Permutation(torch.tensor([order.index(column) for column in wanted])))
+        order = wanted
+        zeros = sum(1 for column in range(dim) if not (column >> bit) & 1)
+        transforms.append(coupling(bool((i // bits) % 2), zeros))
     return transforms
 
 
 def _coupling_parameters(dim: int, features: int, hidden: Sequence[int], per_dim: int) -> int:
-    """Parameters of one coupling's conditioner (the larger of its two halves)."""
-    identity = dim - dim // 2
-    return mlp_parameters(identity + features, identity * per_dim, hidden)
+    """At most the parameters of one coupling's conditioner (its parts are uneven when the
+    column count is not a power of two)."""
+    return mlp_parameters(dim - 1 + features, (dim - 1) * per_dim, hidden)
 
 
 class RealNVP(Flow):
@@ -147,7 +164,9 @@ class RealNVP(Flow):
         hidden = sizes(hidden, "hidden")
         layers = parts.check_size(layers, _coupling_parameters(dim, parts.features, hidden, 2))
         transforms = _couplings(
-            dim, layers, lambda swap: AffineCoupling(dim, swap, hidden, parts.features, activation, scale_bound)
+            dim,
+            layers,
+            lambda swap, split: AffineCoupling(dim, swap, hidden, parts.features, activation, scale_bound, split),
         )
         super().__init__(**parts.flow_arguments(transforms, base))
 
@@ -173,7 +192,7 @@ class NICE(Flow):
         hidden = sizes(hidden, "hidden")
         layers = parts.check_size(layers, _coupling_parameters(dim, parts.features, hidden, 1))
         transforms = _couplings(
-            dim, layers, lambda swap: AdditiveCoupling(dim, swap, hidden, parts.features, activation)
+            dim, layers, lambda swap, split: AdditiveCoupling(dim, swap, hidden, parts.features, activation, split)
         )
         super().__init__(**parts.flow_arguments([*transforms, ElementwiseAffine(dim)], base))
 
@@ -220,7 +239,9 @@ class NSF(Flow):
             transforms = _couplings(
                 dim,
                 layers,
-                lambda swap: SplineCoupling(dim, swap, hidden, parts.features, activation, bins, tail_bound),
+                lambda swap, split: SplineCoupling(
+                    dim, swap, hidden, parts.features, activation, bins, tail_bound, split
+                ),
             )
         super().__init__(**parts.flow_arguments(transforms, base))
 

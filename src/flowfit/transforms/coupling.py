@@ -25,10 +25,10 @@ from flowfit.transforms.elementwise import AffineMap, ElementwiseMap, ShiftMap, 
 class Coupling(Transform):
     """A coupling transform with elementwise map ``tau`` (an :class:`ElementwiseMap`).
 
-    The vector is cut into its first ``dim // 2`` coordinates and the rest. With
-    ``swap=False`` the first part is the identity part and the rest is transformed; with
-    ``swap=True`` the roles are exchanged (alternate ``swap`` between layers so that every
-    coordinate gets transformed; for ``dim = 2`` these are the tutorial's flips).
+    The vector is cut into its first ``split`` coordinates (default ``dim // 2``) and the
+    rest. With ``swap=False`` the first part is the identity part and the rest is
+    transformed; with ``swap=True`` the roles are exchanged (alternate ``swap`` between layers
+    so that every coordinate gets transformed; for ``dim = 2`` these are the tutorial's flips).
     """
 
     def __init__(
@@ -39,13 +39,17 @@ class Coupling(Transform):
         hidden: Sequence[int] = (256, 256),
         context_dim: int = 0,
         activation: str = "relu",
+        split: int | None = None,
     ) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"a coupling transform needs dim >= 2, got {dim}")
+        split = dim // 2 if split is None else split
+        if not 1 <= split < dim:
+            raise ValueError(f"a coupling's split must leave both parts non-empty (1..{dim - 1}), got {split}")
         self.dim = dim
         self.swap = swap
-        self.split = dim // 2
+        self.split = split
         self.identity_dim = dim - self.split if swap else self.split
         self.transformed_dim = dim - self.identity_dim
         self.context_dim = context_dim
@@ -98,8 +102,9 @@ class AffineCoupling(Coupling):
         context_dim: int = 0,
         activation: str = "relu",
         scale_bound: float = 3.0,
+        split: int | None = None,
     ) -> None:
-        super().__init__(dim, AffineMap(scale_bound), swap, hidden, context_dim, activation)
+        super().__init__(dim, AffineMap(scale_bound), swap, hidden, context_dim, activation, split)
 
 
 class AdditiveCoupling(Coupling):
@@ -119,8 +124,9 @@ class AdditiveCoupling(Coupling):
         hidden: Sequence[int] = (256, 256),
         context_dim: int = 0,
         activation: str = "relu",
+        split: int | None = None,
     ) -> None:
-        super().__init__(dim, ShiftMap(), swap, hidden, context_dim, activation)
+        super().__init__(dim, ShiftMap(), swap, hidden, context_dim, activation, split)
         torch.nn.init.normal_(self.conditioner[-1].weight, std=1e-2)
 
 
@@ -143,5 +149,6 @@ class SplineCoupling(Coupling):
         activation: str = "relu",
         bins: int = 8,
         tail_bound: float = 4.0,
+        split: int | None = None,
     ) -> None:
-        super().__init__(dim, SplineMap(bins, tail_bound), swap, hidden, context_dim, activation)
+        super().__init__(dim, SplineMap(bins, tail_bound), swap, hidden, context_dim, activation, split)
