@@ -266,7 +266,11 @@ def check_values(
 
 def first_unfit(values: Tensor | np.ndarray, dtype: torch.dtype) -> tuple[int, int, str] | None:
     """``(row, column, what is wrong)`` of the first value ``dtype`` cannot hold, or None."""
-    values = torch.as_tensor(values, dtype=torch.float64)
+    values = torch.as_tensor(values)
+    if values.is_floating_point() and torch.finfo(values.dtype).bits <= torch.finfo(dtype).bits:
+        if bool(torch.isfinite(values).all()):  # the common case, one pass: they fit as they are
+            return None
+    values = values.to(torch.float64)
     info, name = torch.finfo(dtype), _dtype(dtype)
     hint = "" if dtype == torch.float64 else "; rescale the column or use --dtype float64"
     magnitude = values.abs()

@@ -54,7 +54,7 @@ def as_rows(values: Any, name: str) -> Tensor | Rows:
         raise InputError(f"{name} must be a 2-D array (rows are samples), got shape {tuple(array.shape)}")
     if array.shape[0] == 0:
         raise InputError(f"{name} has no rows")
-    return array.double() if array.dtype != torch.float64 else array
+    return array if array.is_floating_point() else array.double()
 
 
 def check_rows(values: Tensor | Rows, flow: Flow, columns: int, name: str) -> None:
