@@ -223,6 +223,18 @@ def test_atomic_path_names_keep_the_suffix_and_replace_on_success(tmp_path: Path
     assert os.listdir(tmp_path) == ["plot.png"]
 
 
+def test_a_symbolic_link_is_followed_and_kept(tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "x.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    with files.open_output(link, force=True) as handle:
+        handle.write("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(os.listdir(target.parent)) == ["x.csv"]
+
+
 def test_atomic_path_failure_removes_temporary(tmp_path: Path) -> None:
     target = tmp_path / "plot.png"
     target.write_bytes(b"old")

@@ -132,6 +132,25 @@ def test_values_are_read_as_float64_and_checked_against_the_model_dtype(tmp_path
         tables.check_values(values[1:], torch.float32, ["a", "b"], str(path), first_row=1)
     tables.check_values(values[2:], torch.float32, ["a", "b"], str(path))
     tables.check_values(values, torch.float64, ["a", "b"], str(path))  # float64 holds them
+    subnormal = torch.tensor([[1.0, 1e-310]], dtype=torch.float64)  # float64's own fast path too
+    with pytest.raises(InputError, match=r"column 'b' is 1e-310, below the smallest normal float64"):
+        tables.check_values(subnormal, torch.float64, ["a", "b"], "t")
+
+
+def test_a_nonzero_number_that_reads_as_zero_is_refused(tmp_path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("a,b\n0,0.000\n-0e5,1\n2, 1e-400\n")
+    with pytest.raises(InputError, match=r"line 4, column 'b': '1e-400' is too small for float64"):
+        tables.load_table(path)
+    path.write_text("a,b\n0,0.000\n-0e5,1\n")
+    assert tables.load_table(path)[0].abs().sum().item() == 1.0
+
+
+def test_npz_array_names_may_hold_colons(tmp_path) -> None:
+    archive = tmp_path / "x.npz"
+    np.savez(archive, **{"a:b": np.ones((3, 2)), "c": np.zeros((2, 2))})
+    assert tables.split_spec(f"{archive}:a:b") == (archive, "a:b")
+    assert tables.load_table(f"{archive}:a:b")[0].shape == (3, 2)
 
 
 def test_columns_float32_cannot_resolve_are_refused() -> None:

@@ -231,14 +231,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     processes are removed first (:func:`remove_stale_temporaries`).
 
     An existing regular file at ``path`` is replaced: the caller decides about ``force`` (see
-    :func:`check_output`). A symbolic link at ``path`` is replaced by the new file; the file it pointed
-    to is left as it was.
+    :func:`check_output`). A symbolic link at ``path`` is followed, as ``cp`` does: the file it points
+    to is replaced and the link is kept.
 
     Raises:
         InputError: ``path`` is a directory or not a regular file (a device, a pipe), or a parent
             component is not a directory.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     _check_parents(path)
     kind = _file_kind(path)
     if kind == "directory":

@@ -114,9 +114,9 @@ def pick(names: Sequence[str], wanted: Sequence[str], source: str) -> list[int]:
 
 def split_spec(spec: str) -> tuple[Path, str | None]:
     """``FILE.npz:NAME`` into the path and the array's name."""
-    head, sep, key = spec.rpartition(":")
-    if sep and head.endswith(".npz") and key:
-        return Path(head), key
+    head, sep, key = spec.partition(".npz:")
+    if sep and head and key:  # the name may hold colons; the file's name up to ".npz" not
+        return Path(head + ".npz"), key
     return Path(spec), None
 
 
@@ -229,10 +229,11 @@ def _parse(path: Path, block: list[tuple[int, str]], names: list[str], delimiter
     rows = list(csv.reader((line for _, line in block), delimiter=delimiter))
     try:
         values = np.array(rows, dtype=np.float64)
-        if values.ndim == 2 and values.shape[1] == len(names):
-            return values
     except ValueError:
-        pass
+        values = None
+    if values is not None and values.ndim == 2 and values.shape[1] == len(names):
+        _check_no_underflow(path, block, rows, names, values)
+        return values
     for (number, _), row in zip(block, rows, strict=True):
         if len(row) != len(names):
             raise InputError(f"{path}: line {number} has {len(row)} fields, expected {len(names)}")
@@ -240,6 +241,18 @@ def _parse(path: Path, block: list[tuple[int, str]], names: list[str], delimiter
             if not _is_number(cell):
                 raise InputError(f"{path}: line {number}, column {name!r}: {cell.strip()!r} is not a number")
     raise InputError(f"{path}: could not read the lines {block[0][0]}..{block[-1][0]}")
+
+
+def _check_no_underflow(
+    path: Path, block: list[tuple[int, str]], rows: list[list[str]], names: list[str], values: np.ndarray
+) -> None:
+    """Refuse a nonzero number that float64 reads as 0 (``1e-400``); ``1e400`` becomes inf and is
+    refused with the other non-finite values."""
+    for i, j in np.argwhere(values == 0):
+        cell = rows[i][j].strip()
+        if any(digit in "123456789" for digit in cell.lower().partition("e")[0]):
+            line = block[i][0]
+            raise InputError(f"{path}: line {line}, column {names[j]!r}: {cell!r} is too small for float64 (it reads as 0)")
 
 
 def _is_number(cell: str) -> bool:
@@ -267,11 +280,12 @@ def check_values(
 def first_unfit(values: Tensor | np.ndarray, dtype: torch.dtype) -> tuple[int, int, str] | None:
     """``(row, column, what is wrong)`` of the first value ``dtype`` cannot hold, or None."""
     values = torch.as_tensor(values)
-    if values.is_floating_point() and torch.finfo(values.dtype).bits <= torch.finfo(dtype).bits:
-        if bool(torch.isfinite(values).all()):  # the common case, one pass: they fit as they are
+    info, name = torch.finfo(dtype), _dtype(dtype)
+    if values.is_floating_point() and torch.finfo(values.dtype).max <= info.max:  # the common case:
+        magnitude = values.abs()  # no conversion, and no value can be too large for ``dtype``
+        if bool(torch.isfinite(magnitude).all()) and not bool(((magnitude > 0) & (magnitude < info.tiny)).any()):
             return None
     values = values.to(torch.float64)
-    info, name = torch.finfo(dtype), _dtype(dtype)
     hint = "" if dtype == torch.float64 else "; rescale the column or use --dtype float64"
     magnitude = values.abs()
     problems = (
