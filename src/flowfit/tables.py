@@ -251,8 +251,8 @@ def _check_no_underflow(
     for i, j in np.argwhere(values == 0):
         cell = rows[i][j].strip()
         if any(digit in "123456789" for digit in cell.lower().partition("e")[0]):
-            line = block[i][0]
-            raise InputError(f"{path}: line {line}, column {names[j]!r}: {cell!r} is too small for float64 (it reads as 0)")
+            line, name = block[i][0], names[j]
+            raise InputError(f"{path}: line {line}, column {name!r}: {cell!r} is too small for float64 (it reads as 0)")
 
 
 def _is_number(cell: str) -> bool:
