@@ -32,6 +32,8 @@ figures: demo demo-image
 	   runs/demo/loss.png runs/demo/loglik.png docs/
 	cp runs/logo/flow.gif docs/logo.gif
 	cp runs/logo/layers.png docs/logo_layers.png
+	$(BIN)/flowfit explore --model runs/demo --out runs/demo/explore.html --force
+	$(BIN)/python examples/explore_screenshot.py runs/demo/explore.html docs/explore.png
 
 clean:
 	rm -rf $(VENV) runs

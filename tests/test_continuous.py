@@ -84,6 +84,25 @@ def test_trajectory_endpoints_and_any_time() -> None:
         flowfit.RealNVP(2).trajectory(3, t=[0.5])
 
 
+def test_change_of_variables_steps_add_up_and_follow_the_path() -> None:
+    flow = random_cnf(tolerance=1e-9)
+    x = torch.randn(12, 2, dtype=torch.float64) * 2 + 1
+    states, steps = flow.change_of_variables(x, t=[0.5, 0.25])
+    assert len(states) == 4 and len(steps) == 3  # t = 0, 0.25, 0.5, 1
+    torch.testing.assert_close(states[-1], x, atol=1e-12, rtol=0)
+    log_p = flow.base.log_prob(states[0]) - sum(steps)
+    torch.testing.assert_close(log_p, flow.log_prob(x), atol=1e-6, rtol=0)
+    # the states are the forward path z_t of z_0
+    forward = flow.trajectory(states[0], t=[0.0, 0.25, 0.5, 1.0])
+    for state, again in zip(states, forward, strict=True):
+        torch.testing.assert_close(state, again, atol=1e-6, rtol=0)
+    # the first step's log|det| is that of the map z_0 -> z_0.25 (central differences, one point)
+    h, eye = 1e-5, torch.eye(2, dtype=torch.float64)
+    moved = flow.trajectory(torch.cat([states[0][0] + h * eye, states[0][0] - h * eye]), t=[0.25])[0]
+    jacobian = ((moved[:2] - moved[2:]) / (2 * h)).T
+    torch.testing.assert_close(steps[0][0], torch.linalg.slogdet(jacobian)[1], atol=1e-5, rtol=0)
+
+
 def test_log_prob_works_in_inference_mode() -> None:
     flow = random_cnf(tolerance=1e-7)
     x = torch.randn(10, 2, dtype=torch.float64)

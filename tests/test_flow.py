@@ -72,6 +72,25 @@ def test_trajectory_ends_at_forward() -> None:
     assert [s.shape for s in flow.trajectory(30)] == [(30, 2)] * (len(flow.layers) + 1)
 
 
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_change_of_variables_adds_up_to_log_prob_layer_by_layer(context_dim: int) -> None:
+    flow = random_realnvp(3, context_dim=context_dim, seed=5)
+    x = torch.randn(15, 3, dtype=torch.float64) * 2
+    context = torch.randn(15, context_dim, dtype=torch.float64) if context_dim else None
+    states, log_abs_dets = flow.change_of_variables(x, context)
+    assert len(states) == len(flow.layers) + 1 and len(log_abs_dets) == len(flow.layers)
+    assert torch.equal(states[-1], x)
+    log_p = flow.base.log_prob(states[0]) - sum(log_abs_dets)
+    torch.testing.assert_close(log_p, flow.log_prob(x, context), atol=1e-10, rtol=0)
+    embedded = flow.embed_context(context, 15)
+    for i, layer in enumerate(flow.layers):  # each step is that layer's own forward map
+        image, log_abs_det = layer(states[i], embedded)
+        torch.testing.assert_close(image, states[i + 1], atol=1e-10, rtol=0)
+        torch.testing.assert_close(log_abs_det, log_abs_dets[i], atol=1e-10, rtol=0)
+    with pytest.raises(InputError, match="continuous-time"):
+        flow.change_of_variables(x, context, t=[0.5])
+
+
 def test_flow_from_any_list_of_transforms() -> None:
     flow = Flow([AffineCoupling(2, hidden=(8,)), Reverse(2), AffineCoupling(2, hidden=(8,))], dim=2).double()
     randomize(flow)

@@ -34,7 +34,7 @@ def imports(path) -> set[str]:
 ORDER = [
     "_version", "errors", "config", "files", "nets", "transforms", "distributions", "preprocess", "flow",
     "continuous", "families", "io", "options", "datasets", "tables", "train", "sources", "estimator",
-    "viz", "runner", "cli", "__main__",
+    "viz", "explore", "runner", "cli", "__main__",
 ]  # fmt: skip
 
 

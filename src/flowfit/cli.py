@@ -477,6 +477,52 @@ def animate(
     _say(out, f"wrote {out}")
 
 
+@app.command(cls=StrictCommand)
+@_clean_errors
+def explore(
+    model: Annotated[Path, typer.Option(help="Run directory of a trained model.")],
+    out: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("explore.html"),
+    data: Annotated[
+        str | None, typer.Option(help="Data to draw and click on [default: the data the model was trained on].")
+    ] = None,
+    columns: Annotated[
+        str | None, typer.Option(metavar="A,B", help="The two columns to draw [default: the first two].")
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="Points moved from N(0, I), and data points drawn.")] = 1000,
+    paths: Annotated[int, typer.Option(help="Data points whose change of variables the page holds.")] = 300,
+    resolution: Annotated[
+        int | None, typer.Option(help="Heat-map cells per side [default: 150; 60 for a continuous flow].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Write one self-contained HTML page to touch the flow: the density (hover for log p),
+    z_t with a time slider, each data point's change of variables (click it)."""
+    from flowfit import explore as explorer
+    from flowfit import sources
+    from flowfit.files import check_output
+    from flowfit.io import load
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"--out {out}: explore writes an HTML page; give a file name ending in .html")
+    check_output(out, force)
+    flow = load(model)
+    names, given = _columns(flow), list(flow.metadata.get("given") or [])
+    pair = explorer.column_pair(names, _names([columns], "--columns") if columns else None)
+    view = explorer.View(columns=pair, points=n, paths=paths, resolution=resolution, seed=seed)
+    spec = data or flow.metadata.get("data")
+    values, context = (None, None)
+    if spec:
+        values, context = sources.some_rows(spec, names, given, max(n, paths), seed)
+    else:
+        typer.echo("note: the model does not say what data it was trained on; pass --data to draw them", err=True)
+    if values is not None and flow.context_dim and context is None:
+        raise InputError(f"--data {spec}: a conditional model needs the columns {', '.join(given)} too")
+    page = explorer.explore_page(flow, values, context, view, title=f"flowfit explorer: {model}")
+    explorer.write_explorer(out, page, force)
+    _say(out, f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB)")
+
+
 def _columns(flow: Any) -> list[str]:
     names = flow.metadata.get("columns")
     return names if isinstance(names, list) and len(names) == flow.dim else [f"x{j}" for j in range(flow.dim)]

@@ -216,6 +216,32 @@ class ContinuousFlow(Transform):
             states.append(t * loc + (1 - t + t * scale) * ys[k])
         return states
 
+    def change_of_variables(
+        self, x: Tensor, times: Sequence[float] | Tensor, context: Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``z_t`` of data points ``x`` at ``times`` (with 0 and 1 added, sorted), solved back
+        from ``t = 1``, and ``log|det dz_t'/dz_t|`` of each step between consecutive times.
+
+        With ``z_t = t loc + a(t) y_t``, ``a(t) = 1 - t + t scale`` (see :meth:`trajectory`),
+        the step from ``t`` to ``t'`` has log|det| ``int_t^t' tr(df/dy) ds + sum_j log(a_j(t') / a_j(t))``;
+        the steps add up to the forward log|det| of the whole flow.
+        """
+        times = torch.as_tensor(times, dtype=x.dtype, device=x.device).flatten()
+        if (times < 0).any() or (times > 1).any():
+            raise InputError("times must lie in [0, 1] (t = 0 is the base, t = 1 the data)")
+        grid = torch.unique(torch.cat((times, times.new_tensor([0.0, 1.0]))), sorted=True)
+        y1, _ = self.standardize.inverse(x)
+        with torch.no_grad(), _autograd_allowed():
+            ys, traces = self._integrate(_usable(y1), grid.flip(0), None if context is None else _usable(context))
+        ys, from_one = ys.detach().flip(0), -traces.detach().flip(0)  # from_one[k] = int_{t_k}^1 tr ds
+        loc, scale = self.standardize.loc, self.standardize.scale
+        spread = [(1 - t + t * scale) for t in grid]
+        states = [t * loc + a * y for t, a, y in zip(grid, spread, ys, strict=True)]
+        steps = [
+            from_one[k] - from_one[k + 1] + (spread[k + 1].log() - spread[k].log()).sum() for k in range(len(grid) - 1)
+        ]
+        return states, steps
+
     def flow_matching_loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The flow-matching loss of this layer's field on data ``x`` (see
         :func:`flow_matching_loss`); ``context`` as the field sees it."""

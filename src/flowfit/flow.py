@@ -185,6 +185,34 @@ class Flow(Configurable, nn.Module):
             states.append(z)
         return states
 
+    def change_of_variables(
+        self, x: Tensor, context: Tensor | None = None, t: Sequence[float] | Tensor | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Follow data points back to the base, step by step: ``(states, log_abs_dets)``.
+
+        ``states`` are ``[z_0, ..., z_T]`` with ``z_T = x`` (base side first, as in
+        :meth:`trajectory`); ``log_abs_dets[i]`` is ``log|det dz_(i+1)/dz_i|``, the
+        log-determinant of step ``i`` in the forward direction, shape ``(n,)``. So
+
+            ``log p(x) = base.log_prob(z_0) - sum_i log_abs_dets[i]``,
+
+        the change of variables written out one layer at a time. For a continuous-time flow,
+        ``t`` asks for the states at those times instead (``0`` and ``1`` are always added),
+        the steps being the ODE's maps between consecutive times.
+        """
+        x = self._check(x, "x")
+        context = self.embed_context(context, len(x))
+        if t is not None:
+            if not self.is_continuous:
+                raise InputError("change_of_variables(t=...) needs a continuous-time flow")
+            return self.layers[0].change_of_variables(x, t, context)
+        states, log_abs_dets = [x], []
+        for layer in reversed(self.layers):
+            z, log_abs_det = layer.inverse(states[0], context)
+            states.insert(0, z)
+            log_abs_dets.insert(0, -log_abs_det)
+        return states, log_abs_dets
+
     def loss(self, x: Tensor, context: Tensor | None = None, objective: str = "mle") -> Tensor:
         """The training loss on a batch: the mean negative log-likelihood (``"mle"``), or for
         a continuous flow the conditional flow-matching loss (``"fm"``)."""

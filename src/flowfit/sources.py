@@ -24,7 +24,17 @@ from torch import Tensor
 from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
-from flowfit.tables import Rows, check_resolution, check_values, open_rows, open_table, pick, select_rows, split_spec
+from flowfit.tables import (
+    Rows,
+    check_resolution,
+    check_values,
+    open_rows,
+    open_table,
+    pick,
+    read_rows,
+    select_rows,
+    split_spec,
+)
 from flowfit.train import split_indices
 
 #: Seeds of the fixed validation and test draws from a toy generator (the test seed is the
@@ -153,6 +163,21 @@ def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
         reference=(draw(10_000, seed=VAL_SEED + 1), None),
         generated=True,
     )
+
+
+def some_rows(spec: str, columns: list[str], given: list[str], n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
+    """Up to ``n`` rows of a trained model's data, for pictures: the named ``columns`` and
+    ``given`` columns of a table (rows chosen at random with ``seed``, kept in file order), or
+    ``n`` fresh draws of generated data. Values are float64 and checked to be finite."""
+    draw = generated(spec)
+    if draw is not None:
+        return draw(n, seed=seed).double(), None
+    table, names, path, _ = _open(spec)
+    index = torch.randperm(len(table), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    values = read_rows(_columns(table, pick(names, [*columns, *given], path)), index).double()
+    if not bool(torch.isfinite(values).all()):
+        raise InputError(f"{path}: the columns {', '.join([*columns, *given])} hold NaN or inf")
+    return values[:, : len(columns)], values[:, len(columns) :] if given else None
 
 
 def _open(spec: str) -> tuple[Tensor | Rows, list[str], str, bool]:
