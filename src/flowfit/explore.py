@@ -33,7 +33,7 @@ from torch import Tensor
 from flowfit.errors import InputError
 from flowfit.files import open_output
 from flowfit.flow import Flow
-from flowfit.viz import bounds_of, layer_titles
+from flowfit.viz import axis_aspect, bounds_of, layer_titles
 
 #: The page must stay small enough to mail.
 MAX_BYTES = 5_000_000
@@ -117,8 +117,10 @@ def _payload(flow: Flow, data: Tensor | None, context: Tensor | None, view: View
         "labels": labels,
         "stateTimes": state_times,
         "points": view.points,
-        "flowBounds": bounds_of(*all_states, quantile=0.002),
+        "flowBounds": (flow_bounds := bounds_of(*all_states, quantile=0.002)),
         "densityBounds": density_bounds,
+        # same scale on both axes (a picture keeps its shape) unless they differ by more than 5x
+        "equalAspect": {"flow": axis_aspect(flow_bounds) == "equal", "density": axis_aspect(density_bounds) == "equal"},
         "resolution": resolution,
         "scenes": scenes,
         "sliders": sliders,
