@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.flowfit-installed
 
-.PHONY: demo demo-image test figures clean
+.PHONY: demo demo-image test docs figures clean
 
 # torch is installed first and pinned: a plain `torch` requirement would pull a multi-GB
 # CUDA build; 2.13.0 is the CPU wheel this project is tested with.
@@ -22,9 +22,14 @@ demo-image: $(STAMP)
 	$(BIN)/flowfit train --data logo --flow cnf --objective fm --out runs/logo --force
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs_hooks
+	$(BIN)/ruff format --check src tests benchmarks examples docs_hooks
 	$(BIN)/python -m pytest
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The documentation site (MkDocs), into site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The README's pictures: the demo's own outputs, copied into docs/.
 figures: demo demo-image

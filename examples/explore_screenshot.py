@@ -1,6 +1,6 @@
 """Drive an explorer page (``flowfit explore``) from Python and take a screenshot: the page's
 ``window.flowfit`` handle sets the time and picks a data point, as a reader would with the
-slider and a click. This is how README's ``docs/explore.png`` is made (``make figures``).
+slider and a click. This is how ``docs/explore.png`` (README, docs) is made (``make figures``).
 
     .venv/bin/flowfit explore --model runs/demo --out runs/demo/explore.html
     .venv/bin/python examples/explore_screenshot.py runs/demo/explore.html docs/explore.png

@@ -1,4 +1,4 @@
-"""The README's Python example: fit RealNVP to two moons, score points, sample, plot."""
+"""The Python example of docs/getting-started.md: fit RealNVP to two moons, score points, sample, plot."""
 
 import torch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def imports(path) -> set[str]:
     return names
 
 
-#: README's map of the code, bottom layer first: each module may import only those above it.
+#: The map of the code (docs/design.md), bottom layer first: each module may import only those above it.
 ORDER = [
     "_version", "errors", "config", "files", "nets", "transforms", "distributions", "preprocess", "flow",
     "continuous", "families", "io", "options", "datasets", "tables", "train", "sources", "estimator",
@@ -38,15 +39,21 @@ ORDER = [
 ]  # fmt: skip
 
 
+def test_the_map_in_the_docs_lists_the_modules_in_this_order() -> None:
+    page = (Path(__file__).parents[1] / "docs" / "design.md").read_text()
+    listed = re.findall(r"(?m)^      ([a-z_]+)(?:\.py|/)\s", page)
+    assert listed == [m for m in ORDER if m not in ("_version", "__main__")]
+
+
 def test_the_layers_import_one_way() -> None:
-    """Each module imports only the modules above it in README's map, and nothing below the
-    application layer (viz, runner, cli) imports matplotlib or typer."""
+    """Each module imports only the modules above it in the map of the code (docs/design.md),
+    and nothing below the application layer (viz, explore, runner, cli) imports matplotlib or typer."""
     source = Path(__file__).parents[1] / "src" / "flowfit"
     for path in source.rglob("*.py"):
         if path.name == "__init__.py" and path.parent == source:
             continue  # the package's front door re-exports the core
         module = path.relative_to(source).parts[0].removesuffix(".py")
-        assert module in ORDER, f"{module} is missing from README's map"
+        assert module in ORDER, f"{module} is missing from the map in docs/design.md"
         for name in imports(path):
             top = name.split(".")[0]
             if top in ("matplotlib", "typer"):

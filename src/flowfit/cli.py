@@ -211,7 +211,7 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     training: dict[str, Any] | None = None,
 ) -> None:
-    """Train a flow by maximum likelihood and write model, metrics and pictures to --out."""
+    """Train a flow (maximum likelihood, or flow matching for cnf) and write model, metrics and pictures to --out."""
     from flowfit.options import TrainOptions
     from flowfit.runner import RunSettings, run_training
 

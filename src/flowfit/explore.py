@@ -65,6 +65,9 @@ def explore_page(
     conditional flow, its ``context`` rows) are drawn beside the samples and are the
     clickable points; without them the page shows the model alone."""
     _check(flow, data, context, view)
+    states = TIMES if flow.is_continuous else len(flow.layers) + 1
+    if states * view.points * 2 * 4 * 4 / 3 > MAX_BYTES:  # float32 pairs in base64: refuse before computing
+        raise InputError(_too_large(states * view.points * 32 / 3))
     with torch.random.fork_rng(), torch.inference_mode():
         torch.manual_seed(view.seed)
         payload = _payload(flow, data, context, view, title)
@@ -72,11 +75,13 @@ def explore_page(
     template = resources.files("flowfit").joinpath("data/explore.html").read_text(encoding="utf-8")
     page = template.replace("__TITLE__", _escape(title)).replace("__PAYLOAD__", text)
     if len(page.encode()) > MAX_BYTES:
-        raise InputError(
-            f"the page would hold {len(page.encode()) / 1e6:.1f} MB (at most {MAX_BYTES / 1e6:.0f}); "
-            "ask for fewer points or a lower resolution"
-        )
+        raise InputError(_too_large(len(page.encode())))
     return page
+
+
+def _too_large(size: float) -> str:
+    limit = MAX_BYTES / 1e6
+    return f"the page would hold {size / 1e6:.1f} MB (at most {limit:.0f}); ask for fewer points or a lower resolution"
 
 
 def write_explorer(path: str | Path, page: str, force: bool = False) -> Path:
