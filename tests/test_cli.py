@@ -315,6 +315,11 @@ def test_continuous_flow_from_the_cli(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert {"flow.gif", "layers.png", "density.png"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nfe_sample"] > 0 and metrics["nfe_log_prob"] > 0 and metrics["nfe_rows"] == 4096
+    # the picture's exact density: KL = test NLL - entropy; TV against the pixel probabilities
+    assert metrics["gap_to_floor"] == pytest.approx(metrics["test_nll"] - metrics["entropy_floor"])
+    assert metrics["gap_to_floor"] > 0 and 0 < metrics["sample_tv_floor"] < 0.1 < metrics["sample_tv"] <= 1
     gif = tmp_path / "cnf.gif"
     result = run("animate", "--model", out, "--out", gif, "-n", "100", "--frames", "5")
     assert result.exit_code == 0, result.output

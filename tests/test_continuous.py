@@ -10,23 +10,25 @@ import torch
 
 import flowfit
 from flowfit import datasets
-from flowfit.continuous import ContinuousFlow, VectorField, exact_divergence, hutchinson_divergence
+from flowfit.continuous import ContinuousFlow, VectorField, exact_divergence, hutchinson_divergence, ot_pairing
 from flowfit.errors import InputError
 from flowfit.viz import density_grid
 
 from .helpers import check_bijection, randomize
 
 
-def random_cnf(dim: int = 2, context_dim: int = 0, tolerance: float = 1e-9, seed: int = 0) -> flowfit.Flow:
-    flow = flowfit.CNF(dim, hidden=(16, 16), context_dim=context_dim, rtol=tolerance, atol=tolerance).double()
+def random_cnf(dim: int = 2, context_dim: int = 0, tolerance: float = 1e-9, seed: int = 0, **options) -> flowfit.Flow:
+    flow = flowfit.CNF(dim, hidden=(16, 16), context_dim=context_dim, rtol=tolerance, atol=tolerance, **options)
+    flow = flow.double()
     randomize(flow, scale=0.3, seed=seed)
     context = torch.randn(100, context_dim, dtype=torch.float64) if context_dim else None
     flow.initialize(torch.randn(100, dim, dtype=torch.float64) * 2 + 1, context)
     return flow
 
 
-def test_exact_divergence_is_the_jacobian_trace() -> None:
-    field = VectorField(3, hidden=(16, 16)).double()
+@pytest.mark.parametrize("fourier", [0, 8])
+def test_exact_divergence_is_the_jacobian_trace(fourier: int) -> None:
+    field = VectorField(3, hidden=(16, 16), fourier=fourier, fourier_scale=2.0).double()
     randomize(field)
     z = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     t = torch.tensor(0.3, dtype=torch.float64)
@@ -48,9 +50,9 @@ def test_hutchinson_estimate_is_unbiased() -> None:
     assert abs(mean - exact) < 3 * stderr
 
 
-@pytest.mark.parametrize("context_dim", [0, 2])
-def test_round_trip_and_log_det_match_autograd(context_dim: int) -> None:
-    flow = random_cnf(2, context_dim)
+@pytest.mark.parametrize(("context_dim", "fourier"), [(0, 0), (2, 0), (0, 6), (1, 6)])
+def test_round_trip_and_log_det_match_autograd(context_dim: int, fourier: int) -> None:
+    flow = random_cnf(2, context_dim, fourier=fourier, fourier_scale=0.3)
     context = torch.randn(3, context_dim, dtype=torch.float64) if context_dim else None
     check_bijection(flow, torch.randn(3, 2, dtype=torch.float64), context)
 
@@ -149,3 +151,57 @@ def test_counts_function_evaluations() -> None:
     before = layer.evaluations
     flow.sample(10)
     assert layer.evaluations > before + 5
+
+
+def test_ot_pairing_is_the_optimal_permutation() -> None:
+    import itertools
+
+    generator = torch.Generator().manual_seed(0)
+    y0, y1 = torch.randn(6, 2, generator=generator), torch.randn(6, 2, generator=generator) + 1
+
+    def cost(order) -> float:
+        return float((y0[list(order)] - y1).square().sum())
+
+    pairing = ot_pairing(y0, y1)
+    assert sorted(pairing.tolist()) == list(range(6))  # a permutation of the noise
+    best = min(cost(p) for p in itertools.permutations(range(6)))
+    assert cost(pairing.tolist()) == pytest.approx(best) and best <= cost(range(6))
+    big0, big1 = torch.randn(300, 3), torch.randn(300, 3) * 2
+    assert (big0[ot_pairing(big0, big1)] - big1).square().sum() <= (big0 - big1).square().sum()
+
+
+def test_ot_pairing_trains_and_refuses_contexts() -> None:
+    flow = flowfit.CNF(2, hidden=(16,), pairing="ot")
+    result = flowfit.fit(flow, lambda n: datasets.moons(n), steps=30, batch_size=64, objective="fm", progress=False)
+    assert math.isfinite(result.best_val_nll) and result.best_val_nll < result.start_val
+    with pytest.raises(ValueError, match="other contexts"):
+        flowfit.CNF(2, context_dim=1, pairing="ot")
+    with pytest.raises(ValueError, match="pairing must be one of"):
+        flowfit.CNF(2, pairing="sinkhorn")
+
+
+def test_sampling_tolerance_is_separate_from_the_likelihood_one() -> None:
+    loose = random_cnf(tolerance=1e-9, sample_rtol=1e-3, sample_atol=1e-3)
+    z0 = torch.randn(200, 2, dtype=torch.float64)
+    before = loose.layers[0].evaluations
+    with torch.no_grad():
+        quick = loose.trajectory(z0, t=[1.0])[0]
+    cheap = loose.layers[0].evaluations - before
+    accurate = flowfit.CNF(2, hidden=(16, 16), rtol=1e-9, atol=1e-9).double()
+    accurate.load_state_dict(loose.state_dict())
+    before = accurate.layers[0].evaluations
+    with torch.no_grad():
+        exact = accurate.trajectory(z0, t=[1.0])[0]
+    assert cheap < accurate.layers[0].evaluations - before  # fewer steps ...
+    assert (quick - exact).abs().max() < 1e-2  # ... at the accuracy asked for
+    x = torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(loose.log_prob(x), accurate.log_prob(x))  # likelihood keeps rtol
+
+
+def test_fourier_features_survive_save_and_load(tmp_path) -> None:
+    flow = random_cnf(tolerance=1e-7, fourier=4, fourier_scale=3.0, pairing="ot").float()
+    flowfit.save(flow, tmp_path / "m")
+    again = flowfit.load(tmp_path / "m")
+    x = torch.randn(7, 2)
+    torch.testing.assert_close(again.log_prob(x), flow.log_prob(x))
+    assert again.layers[0].pairing == "ot" and again.layers[0].field.fourier == 4

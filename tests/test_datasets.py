@@ -97,6 +97,35 @@ def test_image_density_follows_darkness(tmp_path) -> None:
     assert torch.equal(points, datasets.image(path, 20000, seed=0))
 
 
+def test_the_picture_density_is_exact(tmp_path) -> None:
+    from PIL import Image
+
+    picture = np.full((20, 40), 255, dtype=np.uint8)
+    picture[:, 30:] = 0
+    picture[:10, :10] = 128
+    path = tmp_path / "picture.png"
+    Image.fromarray(picture).save(path)
+    density = datasets.PictureDensity(path)
+    # it integrates to 1 over the picture (a fine grid of cell centres), and is -inf outside
+    xs = torch.linspace(-2, 2, 801)[:-1] + 0.0025
+    ys = torch.linspace(-1, 1, 401)[:-1] + 0.0025
+    grid = torch.cartesian_prod(xs, ys).double()
+    assert abs(density.log_prob(grid).exp().sum().item() * 0.005**2 - 1) < 1e-9
+    assert density.log_prob(torch.tensor([[2.5, 0.0], [0.0, -1.2]])).eq(-math.inf).all()
+    # the entropy is minus the mean log-density of its own samples
+    samples = datasets.image(path, 200_000, seed=1)
+    assert abs(-density.log_prob(samples).mean().item() - density.entropy()) < 1e-9 + 0.01
+    # exact samples are close in total variation; samples from a uniform box are not
+    assert density.total_variation(samples) < 0.02
+    box = torch.rand(200_000, 2) * torch.tensor([4.0, 2.0]) - torch.tensor([2.0, 1.0])
+    expected = 0.5 * (
+        200 * abs(1 / 800 - 1 / (200 + 100 * (127 / 255)))
+        + 100 * abs(1 / 800 - (127 / 255) / (200 + 100 * (127 / 255)))
+        + 500 / 800
+    )
+    assert abs(density.total_variation(box) - expected) < 0.01
+
+
 def test_shipped_logo_and_bad_images(tmp_path) -> None:
     points = datasets.image(datasets.LOGO, 1000, seed=0)
     assert points.shape == (1000, 2) and torch.isfinite(points).all()

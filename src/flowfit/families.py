@@ -332,7 +332,12 @@ class CNF(Flow):
     neural ODE ``dz/dt = f(z, t, c)`` on ``[0, 1]`` with its data standardization. Train it
     by maximum likelihood or by flow matching (``fit(..., objective="fm")``); ``log_prob``
     is exact either way, and ``flow.trajectory(z0, t=[...])`` gives ``z_t`` at any times.
-    Of the preprocessing, only dequantization applies (no log or logit columns)."""
+    Of the preprocessing, only dequantization applies (no log or logit columns).
+
+    ``fourier`` and ``fourier_scale`` give the vector field random Fourier features,
+    ``pairing="ot"`` pairs noise with data by minibatch optimal transport while flow matching,
+    and ``sample_rtol``/``sample_atol`` loosen the solve from base to data (sampling) apart
+    from the likelihood's: see :class:`~flowfit.continuous.ContinuousFlow`."""
 
     training_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 512, "lr": 3e-3}
     #: flow matching: cheap steps, many of them, and a wider field (the regression needs it)
@@ -353,6 +358,11 @@ class CNF(Flow):
         atol: float = 1e-5,
         trace: str = "auto",
         adjoint: bool = False,
+        fourier: int = 0,
+        fourier_scale: float = 1.0,
+        pairing: str = "independent",
+        sample_rtol: float | None = None,
+        sample_atol: float | None = None,
         preprocess: Preprocess = (),
         base: Base | None = None,
     ) -> None:
@@ -360,8 +370,14 @@ class CNF(Flow):
 
         parts = _Parts("CNF", dim, context_dim, embedding, activation, preprocess)
         hidden = sizes(hidden, "hidden")
-        check_parameters(mlp_parameters(dim + 1 + parts.features, dim, hidden), "this CNF")
-        layer = ContinuousFlow(dim, hidden, parts.features, activation, method, rtol, atol, trace, adjoint)
+        fourier = int(fourier)
+        if fourier < 0 or fourier > 4096:
+            raise ValueError(f"fourier must be a number of features in 0..4096, got {fourier}")
+        check_parameters(mlp_parameters(dim + 2 * fourier + 9 + parts.features, dim, hidden), "this CNF")
+        layer = ContinuousFlow(
+            dim, hidden, parts.features, activation, method, rtol, atol, trace, adjoint,
+            fourier, fourier_scale, pairing, sample_rtol, sample_atol,
+        )  # fmt: skip
         super().__init__(**parts.flow_arguments([layer], base, standardize=False))
 
     @classmethod

@@ -80,8 +80,8 @@ def generated(spec: str) -> Callable[..., Tensor] | None:
     """The generator ``(n, seed=None) -> Tensor`` that ``spec`` names, or None for a table."""
     if spec in TOYS:
         return TOYS[spec]
-    if spec == "logo" or spec.startswith("image:"):
-        picture = LOGO if spec == "logo" else Path(spec[len("image:") :])
+    picture = picture_of(spec)
+    if picture is not None:
         image(picture, 1)  # fail now, with a clear message, if the picture is unusable
         return lambda n, seed=None: image(picture, n, seed)
     return None
@@ -203,6 +203,13 @@ def fingerprint(spec: str) -> str | None:
         return None
     status = path.stat()
     return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def picture_of(spec: str) -> Path | None:
+    """The picture that ``logo`` or ``image:PATH`` draws from (None for other data)."""
+    if spec == "logo":
+        return LOGO
+    return Path(spec[len("image:") :]) if spec.startswith("image:") else None
 
 
 def generated_name(spec: str) -> bool:
