@@ -303,9 +303,10 @@ class ContinuousFlow(Transform):
 
 #: How flow matching pairs the noise of a batch with its data (``ContinuousFlow(pairing=...)``).
 PAIRINGS = ("independent", "ot")
-#: Rows paired at a time by ``pairing="ot"``: the exact assignment costs O(rows^3), so a large
-#: set (a validation set of 10,000 rows) is paired in consecutive blocks of this size.
-OT_BLOCK = 1024
+#: Rows paired at a time by ``pairing="ot"``: the exact assignment costs O(rows^3) (on this
+#: project's 2-core machine 0.4 ms for 128 rows, 13 ms for 512, against about 2 ms for a whole
+#: training step), so a batch is paired in consecutive blocks of this size.
+OT_BLOCK = 128
 
 
 def ot_pairing(y0: Tensor, y1: Tensor) -> Tensor:
