@@ -39,6 +39,8 @@ from flowfit.files import write_text
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "default": ({}, {}),
     "fourier": ({"fourier": 64, "fourier_scale": 2.0}, {}),
+    "fourier-scale4": ({"fourier": 64, "fourier_scale": 4.0}, {}),
+    "fourier128": ({"fourier": 128, "fourier_scale": 2.0}, {}),
     "ot": ({"pairing": "ot"}, {}),
     "fourier+ot": ({"fourier": 64, "fourier_scale": 2.0, "pairing": "ot"}, {}),
     "wide": ({"hidden": (256, 256, 256)}, {}),
