@@ -322,7 +322,7 @@ def sample(
         _warn_far(flow, int(flow.far_outside(None, context).sum()), 1, "--given rows lie")
     chunk = 65536  # drawn and written a chunk at a time: memory stays flat for any n
     with open_output(out, force) as handle, torch.inference_mode():
-        handle.write(delimiter.join(_columns(flow)) + "\n")
+        handle.write(delimiter.join(flow.column_names) + "\n")
         for done in range(0, n, chunk):
             values = flow.quantize(flow.sample(min(chunk, n - done), context).reshape(-1, flow.dim))
             np.savetxt(handle, values.double().numpy(), delimiter=delimiter, fmt=_digits(flow))
@@ -420,7 +420,7 @@ def _seed(seed: int | None) -> None:
 def _match_columns(flow: Any, names: list[str], has_header: bool, path: str) -> tuple[list[int], list[int]]:
     """Positions of the model's columns and given columns in a file: by name when it has a
     header, by position (and exact width) when it has none."""
-    columns, given = _columns(flow), list(flow.metadata.get("given") or [])
+    columns, given = flow.column_names, list(flow.metadata.get("given") or [])
     if has_header:
         missing = [c for c in columns + given if c not in names]
         if missing:
@@ -507,7 +507,7 @@ def explore(
         raise InputError(f"--out {out}: explore writes an HTML page; give a file name ending in .html")
     check_output(out, force)
     flow = load(model)
-    names, given = _columns(flow), list(flow.metadata.get("given") or [])
+    names, given = flow.column_names, list(flow.metadata.get("given") or [])
     pair = explorer.column_pair(names, _names([columns], "--columns") if columns else None)
     view = explorer.View(columns=pair, points=n, paths=paths, resolution=resolution, seed=seed)
     spec = data or flow.metadata.get("data")
@@ -521,11 +521,6 @@ def explore(
     page = explorer.explore_page(flow, values, context, view, title=f"flowfit explorer: {model}")
     explorer.write_explorer(out, page, force)
     _say(out, f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB)")
-
-
-def _columns(flow: Any) -> list[str]:
-    names = flow.metadata.get("columns")
-    return names if isinstance(names, list) and len(names) == flow.dim else [f"x{j}" for j in range(flow.dim)]
 
 
 def main(args: list[str] | None = None) -> int:

@@ -257,12 +257,15 @@ class ContinuousFlow(Transform):
                     context = None if context is None else _usable(context)
                     ys, _ = self._integrate(_usable(z0), grid, context, sampling=True)
                 ys = ys.detach()
-        loc, scale = self.standardize.loc, self.standardize.scale
-        states = []
-        for k in index[1:].tolist():
-            t = grid[k]
-            states.append(t * loc + (1 - t + t * scale) * ys[k])
-        return states
+        return [self._state(grid[k], ys[k]) for k in index[1:].tolist()]
+
+    def _spread(self, t: Tensor) -> Tensor:
+        """``a(t) = 1 - t + t scale``: the standardization blended in at time ``t``."""
+        return 1 - t + t * self.standardize.scale
+
+    def _state(self, t: Tensor, y: Tensor) -> Tensor:
+        """``z_t = t loc + a(t) y_t``, the point the path shows at time ``t``."""
+        return t * self.standardize.loc + self._spread(t) * y
 
     def change_of_variables(
         self, x: Tensor, times: Sequence[float] | Tensor, context: Tensor | None = None
@@ -282,12 +285,9 @@ class ContinuousFlow(Transform):
         with torch.no_grad(), _autograd_allowed():
             ys, traces = self._integrate(_usable(y1), grid.flip(0), None if context is None else _usable(context))
         ys, from_one = ys.detach().flip(0), -traces.detach().flip(0)  # from_one[k] = int_{t_k}^1 tr ds
-        loc, scale = self.standardize.loc, self.standardize.scale
-        spread = [(1 - t + t * scale) for t in grid]
-        states = [t * loc + a * y for t, a, y in zip(grid, spread, ys, strict=True)]
-        steps = [
-            from_one[k] - from_one[k + 1] + (spread[k + 1].log() - spread[k].log()).sum() for k in range(len(grid) - 1)
-        ]
+        log_spread = [self._spread(t).log().sum() for t in grid]
+        states = [self._state(t, y) for t, y in zip(grid, ys, strict=True)]
+        steps = [from_one[k] - from_one[k + 1] + log_spread[k + 1] - log_spread[k] for k in range(len(grid) - 1)]
         return states, steps
 
     def flow_matching_loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:

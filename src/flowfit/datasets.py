@@ -155,15 +155,7 @@ def image(path: str | Path, n: int, seed: int | None = None) -> Tensor:
     random inside that pixel. The y axis points up; the picture is centred at the origin and
     scaled so that its larger side spans ``[-2, 2]``. Shape ``(n, 2)``, float32.
     """
-    darkness = image_darkness(path)
-    height, width = darkness.shape
-    g = _generator(seed)
-    index = torch.multinomial(darkness.flatten(), n, replacement=True, generator=g)
-    rows, cols = index // width, index % width
-    jitter = torch.rand(n, 2, generator=g)
-    x = cols + jitter[:, 0] - width / 2
-    y = height / 2 - (rows + jitter[:, 1])
-    return torch.stack((x, y), dim=1) * (4 / max(height, width))
+    return PictureDensity(path).sample(n, seed)
 
 
 class PictureDensity:
@@ -180,11 +172,20 @@ class PictureDensity:
     """
 
     def __init__(self, path: str | Path) -> None:
-        darkness = image_darkness(path)
-        self.path = Path(path)
-        self.height, self.width = darkness.shape
+        self.darkness = image_darkness(path)
+        self.height, self.width = self.darkness.shape
         self.cell = 4 / max(self.height, self.width)  # a pixel's side
-        self.probabilities = darkness / darkness.sum()  # (height, width), float64
+        self.probabilities = self.darkness / self.darkness.sum()  # (height, width), float64
+
+    def sample(self, n: int, seed: int | None = None) -> Tensor:
+        """``n`` points (see :func:`image`), shape ``(n, 2)``, float32."""
+        g = _generator(seed)
+        index = torch.multinomial(self.darkness.flatten(), n, replacement=True, generator=g)
+        rows, cols = index // self.width, index % self.width
+        jitter = torch.rand(n, 2, generator=g)
+        x = cols + jitter[:, 0] - self.width / 2
+        y = self.height / 2 - (rows + jitter[:, 1])
+        return torch.stack((x, y), dim=1) * self.cell
 
     def pixel_of(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(row, col, inside)`` of the pixel holding each point (as :func:`image` lays them out)."""

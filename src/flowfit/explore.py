@@ -96,7 +96,7 @@ def write_explorer(path: str | Path, page: str, force: bool = False) -> Path:
 
 def _payload(flow: Flow, data: Tensor | None, context: Tensor | None, view: View, title: str) -> dict[str, Any]:
     a, b = view.columns
-    names = _names(flow)
+    names = flow.column_names
     continuous = flow.is_continuous
     times = [k / (TIMES - 1) for k in range(TIMES)] if continuous else None
     labels = [f"t = {t:.2f}" for t in times] if times else layer_titles(flow)
@@ -208,7 +208,7 @@ def _context_settings(flow: Flow, context: Tensor | None) -> tuple[list[Tensor |
     median = quantiles[middle]
     settings: list[Tensor | None] = [median[None]]
     sliders = []
-    given = list(getattr(flow, "metadata", {}).get("given") or [f"c{j}" for j in range(flow.context_dim)])
+    given = list(flow.metadata.get("given") or [f"c{j}" for j in range(flow.context_dim)])
     for j, name in enumerate(given):
         scene_of = []
         for k in range(len(CONTEXT_QUANTILES)):
@@ -260,11 +260,6 @@ def _check(flow: Flow, data: Tensor | None, context: Tensor | None, view: View) 
         raise InputError(f"data must have shape (n, {flow.dim}), got {tuple(data.shape)}")
     if flow.context_dim and data is not None and context is None:
         raise InputError("this flow is conditional: the data need their context rows")
-
-
-def _names(flow: Flow) -> list[str]:
-    names = getattr(flow, "metadata", {}).get("columns")
-    return list(names) if isinstance(names, list) and len(names) == flow.dim else [f"x{j}" for j in range(flow.dim)]
 
 
 def _floats(values: Tensor) -> dict[str, Any]:

@@ -104,6 +104,13 @@ class Flow(Configurable, nn.Module):
         return self.transform.transforms
 
     @property
+    def column_names(self) -> list[str]:
+        """The data's column names, as ``flowfit train`` recorded them in ``metadata``, or
+        ``x0, x1, ...``."""
+        names = self.metadata.get("columns")
+        return list(names) if isinstance(names, list) and len(names) == self.dim else [f"x{j}" for j in range(self.dim)]
+
+    @property
     def is_continuous(self) -> bool:
         """Whether this flow is one continuous-time layer (``z_t`` defined for every ``t``)."""
         return len(self.layers) == 1 and hasattr(self.layers[0], "trajectory")

@@ -213,7 +213,7 @@ def picture_of(spec: str) -> Path | None:
 
 
 def generated_name(spec: str) -> bool:
-    return spec in TOYS or spec == "logo" or spec.startswith("image:")
+    return spec in TOYS or picture_of(spec) is not None
 
 
 def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:
