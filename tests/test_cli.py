@@ -681,3 +681,23 @@ def test_sigterm_during_sample_leaves_nothing_behind(model_dir, tmp_path) -> Non
     assert process.wait(timeout=60) != 0
     assert "Traceback" not in process.stderr.read()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_animate_draws_a_picture_model_as_densities_in_the_picture_aspect(tmp_path) -> None:
+    wide = tmp_path / "wide.png"
+    picture = Image.new("L", (60, 20), 255)  # twice ... three times as wide as tall
+    picture.paste(0, (5, 5, 55, 15))
+    picture.save(wide)
+    out = tmp_path / "m"
+    args = ("--flow", "cnf", "--objective", "fm", "--steps", "3", "--hidden", "8", "--no-progress", "--no-plots")
+    assert run("train", "--data", f"image:{wide}", "--out", out, *args).exit_code == 0
+    assert json.loads((out / "config.json").read_text())["metadata"]["picture"] == [20, 60]
+    gif = tmp_path / "a.gif"
+    result = run("animate", "--model", out, "--out", gif, "-n", "3000", "--frames", "3")
+    assert result.exit_code == 0, result.output
+    frame = Image.open(gif)
+    assert frame.width > 2 * frame.height  # the picture's aspect, not a square of dots
+    dots = tmp_path / "dots.gif"
+    assert run("animate", "--model", out, "--out", dots, "-n", "300", "--frames", "3", "--style", "dots").exit_code == 0
+    assert Image.open(dots).width < 1.5 * Image.open(dots).height
+    assert_clean_failure(run("animate", "--model", out, "--out", tmp_path / "b.gif", "--style", "blur"), "--style")

@@ -66,7 +66,7 @@ def test_forward_then_backward_returns_the_start_within_tolerance() -> None:
 
 
 def test_trajectory_endpoints_and_any_time() -> None:
-    flow = random_cnf(tolerance=1e-7)
+    flow = random_cnf(tolerance=1e-9)
     z0 = torch.randn(20, 2, dtype=torch.float64)
     states = flow.trajectory(z0, t=[0.0, 0.25, 1.5 / 2, 1.0])
     assert len(states) == 4
@@ -130,7 +130,8 @@ def test_trained_cnf_density_integrates_to_one(objective: str) -> None:
         objective=objective,
         progress=False,
     )
-    assert result.metric == ("fm_loss" if objective == "fm" else "nll")
+    assert result.metric == "nll" and result.train_metric == ("fm_loss" if objective == "fm" else "nll")
+    assert result.best_val_nll == pytest.approx(flowfit.train.nll(flow, datasets.moons(500, seed=1))[0], abs=1e-6)
     xs, ys, log_p = density_grid(flow, (-2.0, 3.0, -1.5, 2.0), resolution=100)
     mass = np.exp(log_p).sum() * (xs[1] - xs[0]) * (ys[1] - ys[0])
     assert abs(mass - 1) < 0.02
@@ -180,22 +181,39 @@ def test_ot_pairing_trains_and_refuses_contexts() -> None:
         flowfit.CNF(2, pairing="sinkhorn")
 
 
-def test_sampling_tolerance_is_separate_from_the_likelihood_one() -> None:
-    loose = random_cnf(tolerance=1e-9, sample_rtol=1e-3, sample_atol=1e-3)
-    z0 = torch.randn(200, 2, dtype=torch.float64)
-    before = loose.layers[0].evaluations
+def test_the_sampling_solver_is_separate_from_the_likelihood_one() -> None:
+    cheap = random_cnf(tolerance=1e-10, sample_method="rk4", sample_steps=16)
+    accurate = random_cnf(tolerance=1e-10)
+    accurate.load_state_dict(cheap.state_dict())
+    z0 = torch.randn(300, 2, dtype=torch.float64)
+    layer = cheap.layers[0]
+    before = layer.evaluations
     with torch.no_grad():
-        quick = loose.trajectory(z0, t=[1.0])[0]
-    cheap = loose.layers[0].evaluations - before
-    accurate = flowfit.CNF(2, hidden=(16, 16), rtol=1e-9, atol=1e-9).double()
-    accurate.load_state_dict(loose.state_dict())
-    before = accurate.layers[0].evaluations
-    with torch.no_grad():
-        exact = accurate.trajectory(z0, t=[1.0])[0]
-    assert cheap < accurate.layers[0].evaluations - before  # fewer steps ...
-    assert (quick - exact).abs().max() < 1e-2  # ... at the accuracy asked for
+        quick = cheap.layers[0].push_forward(z0)
+    assert layer.evaluations - before == 4 * 16  # rk4: four stages per step, no trace
+    exact, _ = accurate.forward(z0)
+    assert (quick - exact).abs().max() < 1e-3  # a smooth field: 16 steps of rk4 are close ...
+    assert (quick - exact).abs().max() > 1e-12  # ... but not the same solve
     x = torch.randn(5, 2, dtype=torch.float64)
-    torch.testing.assert_close(loose.log_prob(x), accurate.log_prob(x))  # likelihood keeps rtol
+    torch.testing.assert_close(cheap.log_prob(x), accurate.log_prob(x), rtol=0, atol=1e-10)  # likelihood: dopri5
+    with torch.no_grad():  # z_t at requested times are solver nodes: t = 0.3 then t = 1 match one solve to 1
+        states = cheap.trajectory(z0, t=[0.3, 1.0])
+    torch.testing.assert_close(states[1], quick, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="sample_method must be"):
+        flowfit.CNF(2, sample_method="dopri5")
+
+
+def test_samples_skip_the_trace_and_agree_with_the_exact_map() -> None:
+    flow = random_cnf(tolerance=1e-10)
+    layer = flow.layers[0]
+    torch.manual_seed(3)
+    before = layer.evaluations
+    x = flow.sample(50)
+    nfe_sample = layer.evaluations - before
+    torch.manual_seed(3)
+    x_again, _ = flow.sample_and_log_prob(50)
+    torch.testing.assert_close(x, x_again, rtol=0, atol=1e-7)  # the same points, with or without the trace
+    assert nfe_sample > 0
 
 
 def test_fourier_features_survive_save_and_load(tmp_path) -> None:
@@ -205,3 +223,30 @@ def test_fourier_features_survive_save_and_load(tmp_path) -> None:
     x = torch.randn(7, 2)
     torch.testing.assert_close(again.log_prob(x), flow.log_prob(x))
     assert again.layers[0].pairing == "ot" and again.layers[0].field.fourier == 4
+
+
+def test_path_penalties_are_the_integrals_they_name() -> None:
+    flow = random_cnf(tolerance=1e-10, kinetic_penalty=0.3, jacobian_penalty=0.7)
+    layer = flow.layers[0]
+    x = torch.randn(20, 2, dtype=torch.float64) * 2 + 1
+    z, log_abs_det, penalty = layer.regularized_inverse(x)
+    z_plain, log_abs_det_plain = layer.inverse(x)
+    torch.testing.assert_close(z, z_plain)
+    torch.testing.assert_close(log_abs_det, log_abs_det_plain)
+    # the same integrals by the trapezoid rule on a fine grid of the path
+    times = torch.linspace(1, 0, 801, dtype=torch.float64)
+    with torch.no_grad():
+        ys = layer._integrate(layer.standardize.inverse(x)[0], times, None)[0]
+    kinetic, frobenius = [], []
+    for t, y in zip(times, ys, strict=True):
+        field = lambda point, t=t: layer.field(point[None], t)[0]  # noqa: E731
+        kinetic.append(torch.stack([field(point).square().sum() for point in y]))
+        frobenius.append(torch.stack([torch.autograd.functional.jacobian(field, point).square().sum() for point in y]))
+    step = 1 / 800
+    integral = lambda values: step * (sum(values) - (values[0] + values[-1]) / 2)  # noqa: E731
+    expected = 0.3 * integral(kinetic).mean() + 0.7 * integral(frobenius).mean()
+    torch.testing.assert_close(penalty, expected, rtol=1e-5, atol=0)
+    loss = flow.loss(x)  # maximum likelihood with the penalty added
+    torch.testing.assert_close(loss, -flow.log_prob(x).mean() + penalty)
+    loss.backward()  # and differentiable
+    assert all(p.grad is not None for p in layer.field.parameters())

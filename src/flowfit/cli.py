@@ -445,10 +445,20 @@ def _match_columns(flow: Any, names: list[str], has_header: bool, path: str) -> 
 def animate(
     model: Annotated[Path, typer.Option(help="Run directory of a trained 2-D model.")],
     out: Annotated[Path, typer.Option(help="GIF file to write.")] = Path("flow.gif"),
-    n: Annotated[int, typer.Option("-n", help="Number of points to move.")] = 2000,
+    n: Annotated[
+        int | None,
+        typer.Option("-n", help="Number of points to move [default: 100,000 for density frames, 2,000 for dots]."),
+    ] = None,
     frames: Annotated[
         int, typer.Option(help="Frames between consecutive layers; for a continuous flow, frames in all.")
     ] = 10,
+    style: Annotated[
+        str,
+        typer.Option(
+            help="Frames of colored dots, or of the points' density (a 2-D histogram; a model trained on a "
+            "picture keeps its pixel grid and aspect ratio). auto: density for a picture's model, else dots."
+        ),
+    ] = "auto",
     given: Annotated[
         list[str] | None, typer.Option(metavar="NAME=VALUE", help='Context of a conditional model, e.g. "label=1".')
     ] = None,
@@ -462,8 +472,10 @@ def animate(
     from flowfit.io import load
 
     for value, name in ((n, "-n"), (frames, "--frames")):
-        if value < 1:
+        if value is not None and value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
+    if style not in ("auto", "dots", "density"):
+        raise InputError(f"--style must be auto, dots or density, got {style!r}")
     if out.suffix.lower() != ".gif":
         raise InputError(f"--out {out}: animate writes a GIF; give a file name ending in .gif")
     check_output(out, force)
@@ -472,8 +484,12 @@ def animate(
         raise InputError(f"animate draws 2-D flows; this model is {flow.dim}-D")
     context = _parse_given(given, flow)
     _seed(seed)
+    picture = viz.picture_shape(flow)
+    dense = style == "density" or (style == "auto" and picture is not None)
+    n = n or (viz.DENSITY_POINTS if dense else 2000)
     states, titles, note, per_layer = viz.trajectory_frames(flow, n, frames, context)
-    viz.animate(states, out, titles, per_layer, note=note)
+    density = viz.density_frame(states, picture) if dense else None
+    viz.animate(states, out, titles, per_layer, note=note, density=density)
     _say(out, f"wrote {out}")
 
 

@@ -22,6 +22,7 @@ at any requested times.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -89,32 +90,46 @@ class VectorField(nn.Module):
         return self.output(torch.cat((h, extra), dim=1))
 
 
-def exact_divergence(velocity: Tensor, z: Tensor, create_graph: bool) -> Tensor:
-    """``tr(df/dz)`` row by row, one autograd pass per dimension."""
-    trace = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+def jacobian_rows(velocity: Tensor, z: Tensor, create_graph: bool) -> list[Tensor]:
+    """The rows ``df_i/dz`` of the Jacobian, row by row: one autograd pass per dimension."""
+    rows = []
     for i in range(z.shape[1]):
         (gradient,) = torch.autograd.grad(velocity[:, i].sum(), z, create_graph=create_graph, retain_graph=True)
-        trace = trace + gradient[:, i]
-    return trace
+        rows.append(gradient)
+    return rows
+
+
+def exact_divergence(velocity: Tensor, z: Tensor, create_graph: bool) -> Tensor:
+    """``tr(df/dz)`` row by row, one autograd pass per dimension."""
+    return sum(row[:, i] for i, row in enumerate(jacobian_rows(velocity, z, create_graph)))
+
+
+def probe_product(velocity: Tensor, z: Tensor, probe: Tensor, create_graph: bool) -> Tensor:
+    """``eps^T (df/dz)`` for a probe ``eps`` per row: one autograd pass."""
+    (product,) = torch.autograd.grad(velocity, z, probe, create_graph=create_graph)
+    return product
 
 
 def hutchinson_divergence(velocity: Tensor, z: Tensor, probe: Tensor, create_graph: bool) -> Tensor:
     """Hutchinson's estimate ``eps^T (df/dz) eps`` (unbiased when ``E[eps eps^T] = I``)."""
-    (vjp,) = torch.autograd.grad(velocity, z, probe, create_graph=create_graph)
-    return (vjp * probe).sum(dim=1)
+    return (probe_product(velocity, z, probe, create_graph) * probe).sum(dim=1)
 
 
 class _Dynamics(nn.Module):
-    """The augmented ODE ``d(z, l)/dt = (f(z, t), tr df/dz)`` that torchdiffeq integrates."""
+    """The augmented ODE that torchdiffeq integrates: ``d(z, l)/dt = (f(z, t), tr df/dz)``,
+    and with ``regularize`` also the integrands of the kinetic energy ``|f|^2`` and of the
+    Jacobian's squared Frobenius norm ``|df/dz|_F^2`` (exact from the same Jacobian rows, or
+    Hutchinson's ``|eps^T df/dz|^2`` with the trace's probe)."""
 
     def __init__(self, field: VectorField) -> None:
         super().__init__()
         self.field = field
         self.context: Tensor | None = None
         self.probe: Tensor | None = None
+        self.regularize = False
         self.evaluations = 0
 
-    def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         self.evaluations += 1
         z = state[0]
         create_graph = torch.is_grad_enabled()  # the caller differentiates through the solve
@@ -123,12 +138,22 @@ class _Dynamics(nn.Module):
                 z = z.detach().requires_grad_(True)
             velocity = self.field(z, t.to(z.dtype), self.context)
             if self.probe is None:
-                divergence = exact_divergence(velocity, z, create_graph)
+                rows = jacobian_rows(velocity, z, create_graph)
+                divergence = sum(row[:, i] for i, row in enumerate(rows))
             else:
-                divergence = hutchinson_divergence(velocity, z, self.probe, create_graph)
+                rows = [probe_product(velocity, z, self.probe, create_graph)]
+                divergence = (rows[0] * self.probe).sum(dim=1)
         if not create_graph:
             velocity, divergence = velocity.detach(), divergence.detach()
-        return velocity, divergence
+        if not self.regularize:
+            return velocity, divergence
+        frobenius = sum(row.square().sum(dim=1) for row in rows)
+        return velocity, divergence, velocity.square().sum(dim=1), frobenius
+
+    def velocity(self, t: Tensor, z: Tensor) -> Tensor:
+        """``dz/dt = f(z, t)`` alone: the ODE of a sample, whose log-determinant nobody asked for."""
+        self.evaluations += 1
+        return self.field(z, t.to(z.dtype), self.context)
 
 
 class ContinuousFlow(Transform):
@@ -154,9 +179,15 @@ class ContinuousFlow(Transform):
             :class:`VectorField`; 0: none).
         pairing: how flow matching pairs noise with data in a batch: ``"independent"``, or
             ``"ot"``, the minibatch optimal-transport assignment (:func:`ot_pairing`).
-        sample_rtol, sample_atol: tolerances of the solve from base to data when no gradient
-            is needed (sampling, ``trajectory``); ``None``: ``rtol`` and ``atol``. The solve
-            from data to base (``log_prob``) always uses ``rtol`` and ``atol``.
+        sample_method, sample_steps: the solver of a sample's path, ``dz/dt = f`` alone (no
+            trace: :meth:`push_forward`, ``trajectory``): ``None`` (``method`` with ``rtol``
+            and ``atol``) or a fixed-step method of :data:`FIXED_STEP_METHODS` taking
+            ``sample_steps`` equal steps. Log-densities always use ``method``, ``rtol``, ``atol``.
+        kinetic_penalty, jacobian_penalty: weights ``lambda_K``, ``lambda_J`` of the
+            regularization of maximum-likelihood training in "How to train your neural ODE"
+            (Finlay et al. 2020, https://arxiv.org/abs/2002.02798): the loss gains
+            ``lambda_K E int_0^1 |f|^2 dt + lambda_J E int_0^1 |df/dz|_F^2 dt``, which favours
+            straight, smooth paths that a solver follows in fewer steps (0: off).
     """
 
     def __init__(
@@ -173,8 +204,10 @@ class ContinuousFlow(Transform):
         fourier: int = 0,
         fourier_scale: float = 1.0,
         pairing: str = "independent",
-        sample_rtol: float | None = None,
-        sample_atol: float | None = None,
+        sample_method: str | None = None,
+        sample_steps: int = 16,
+        kinetic_penalty: float = 0.0,
+        jacobian_penalty: float = 0.0,
     ) -> None:
         super().__init__()
         if trace not in ("auto", "exact", "hutchinson"):
@@ -183,11 +216,19 @@ class ContinuousFlow(Transform):
             raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}")
         if pairing == "ot" and context_dim:
             raise ValueError("pairing 'ot' would pair noise with data of other contexts; use 'independent'")
+        if sample_method is not None and sample_method not in FIXED_STEP_METHODS:
+            choices = ", ".join(FIXED_STEP_METHODS)
+            raise ValueError(f"sample_method must be None or one of {choices}, got {sample_method!r}")
+        if sample_steps < 1:
+            raise ValueError(f"sample_steps must be a positive number of steps, got {sample_steps}")
         self.dim = dim
         self.dynamics = _Dynamics(VectorField(dim, hidden, context_dim, activation, fourier, fourier_scale))
         self.standardize = Standardize(dim)
         self.method, self.rtol, self.atol, self.adjoint = method, rtol, atol, adjoint
-        self.sample_tolerance = (sample_rtol or rtol, sample_atol or atol)
+        self.sample_method, self.sample_steps = sample_method, sample_steps
+        if kinetic_penalty < 0 or jacobian_penalty < 0:
+            raise ValueError("kinetic_penalty and jacobian_penalty are weights >= 0")
+        self.penalties = (float(kinetic_penalty), float(jacobian_penalty))
         self.pairing = pairing
         self.hutchinson = trace == "hutchinson" or (trace == "auto" and dim > 8)
 
@@ -198,30 +239,46 @@ class ContinuousFlow(Transform):
 
     # -- the ODE ------------------------------------------------------------------------
     def _integrate(
-        self, y: Tensor, times: Tensor, context: Tensor | None, sampling: bool = False
-    ) -> tuple[Tensor, Tensor]:
+        self, y: Tensor, times: Tensor, context: Tensor | None, regularize: bool = False
+    ) -> tuple[Tensor, ...]:
         """Solve the augmented ODE from ``times[0]``; return ``y`` and the accumulated trace
-        integral at every time, shapes ``(len(times), n, dim)`` and ``(len(times), n)``.
-        ``sampling`` selects the sampling tolerances (only where no gradient is needed)."""
-        self.dynamics.context = context
+        integral at every time, shapes ``(len(times), n, dim)`` and ``(len(times), n)``, and
+        with ``regularize`` the accumulated kinetic energy and Frobenius norm too."""
+        self.dynamics.context, self.dynamics.regularize = context, regularize
         use_probe = self.hutchinson and self.training and torch.is_grad_enabled()
         self.dynamics.probe = torch.randint(0, 2, y.shape, device=y.device).to(y.dtype) * 2 - 1 if use_probe else None
-        state = (y, y.new_zeros(y.shape[0]))
-        rtol, atol = self.sample_tolerance if sampling and not torch.is_grad_enabled() else (self.rtol, self.atol)
-        options = {"method": self.method, "rtol": rtol, "atol": atol}
+        state = (y, *[y.new_zeros(y.shape[0])] * (3 if regularize else 1))
+        options = {"method": self.method, "rtol": self.rtol, "atol": self.atol}
         if self.adjoint and torch.is_grad_enabled():
             adjoint_params = tuple(self.field.parameters()) + (() if context is None else (context,))
-            ys, traces = odeint_adjoint(self.dynamics, state, times, adjoint_params=adjoint_params, **options)
-        else:
-            ys, traces = odeint(self.dynamics, state, times, **options)
-        return ys, traces
+            return odeint_adjoint(self.dynamics, state, times, adjoint_params=adjoint_params, **options)
+        return odeint(self.dynamics, state, times, **options)
+
+    def _path(self, y: Tensor, times: Tensor, context: Tensor | None) -> Tensor:
+        """Solve ``dy/dt = f(y, t)`` alone (no trace) from ``times[0]`` with the sampling
+        solver; ``y`` at every time, shape ``(len(times), n, dim)``. A fixed-step solver steps
+        at most ``1 / sample_steps`` at a time, in equal steps between consecutive requested
+        times, so every requested ``z_t`` is a solver node, never an interpolation."""
+        self.dynamics.context = context
+        if self.sample_method is None:
+            return odeint(self.dynamics.velocity, y, times, method=self.method, rtol=self.rtol, atol=self.atol)
+
+        def grid(_: object, __: Tensor, requested: Tensor) -> Tensor:  # torchdiffeq hands increasing times
+            nodes = [requested[:1]]
+            for start, end in itertools.pairwise(requested.tolist()):
+                steps = max(1, math.ceil((end - start) * self.sample_steps - 1e-9))
+                nodes.append(torch.linspace(start, end, steps + 1, dtype=requested.dtype)[1:])
+            return torch.cat(nodes).to(requested.device)
+
+        options = {"grid_constructor": grid}
+        return odeint(self.dynamics.velocity, y, times, method=self.sample_method, options=options)
 
     def _run(self, y: Tensor, start: float, end: float, context: Tensor | None) -> tuple[Tensor, Tensor]:
         with _autograd_allowed():
             y = _usable(y)
             context = None if context is None else _usable(context)
             times = torch.tensor([start, end], dtype=y.dtype, device=y.device)
-            ys, traces = self._integrate(y, times, context, sampling=start < end)
+            ys, traces = self._integrate(y, times, context)
         return ys[-1], traces[-1]
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -233,6 +290,22 @@ class ContinuousFlow(Transform):
         y, log_scale = self.standardize.inverse(x)
         z, trace = self._run(y, 1.0, 0.0, context)
         return z, trace + log_scale
+
+    def regularized_inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`inverse`, and the penalty ``lambda_K E int |f|^2 + lambda_J E int |df/dz|_F^2``
+        (means over the rows) integrated along the same solve, for training."""
+        y, log_scale = self.standardize.inverse(x)
+        times = torch.tensor([1.0, 0.0], dtype=y.dtype, device=y.device)
+        ys, traces, kinetic, frobenius = self._integrate(y, times, context, regularize=True)
+        # the solve runs from t = 1 to 0, so each accumulated integral is -int_0^1
+        penalty = -self.penalties[0] * kinetic[-1].mean() - self.penalties[1] * frobenius[-1].mean()
+        return ys[-1], traces[-1] + log_scale, penalty
+
+    def push_forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """``x = forward(z)[0]`` by the sampling solver, without the trace: a sample's path
+        costs one field evaluation per solver stage instead of ``1 + dim`` passes."""
+        times = torch.tensor([0.0, 1.0], dtype=z.dtype, device=z.device)
+        return self.standardize(self._path(z, times, context)[-1])[0]
 
     def initialize_from_data(self, x: Tensor, context: Tensor | None = None) -> None:
         self.standardize.initialize_from_data(x)
@@ -253,10 +326,7 @@ class ContinuousFlow(Transform):
             if len(grid) == 1:
                 ys = z0[None]
             else:
-                with _autograd_allowed():
-                    context = None if context is None else _usable(context)
-                    ys, _ = self._integrate(_usable(z0), grid, context, sampling=True)
-                ys = ys.detach()
+                ys = self._path(z0, grid, context)
         return [self._state(grid[k], ys[k]) for k in index[1:].tolist()]
 
     def _spread(self, t: Tensor) -> Tensor:
@@ -301,6 +371,8 @@ class ContinuousFlow(Transform):
         return self.dynamics.evaluations
 
 
+#: Fixed-step solvers for a sample's path (``sample_method``), from torchdiffeq.
+FIXED_STEP_METHODS = ("rk4", "midpoint", "euler")
 #: How flow matching pairs the noise of a batch with its data (``ContinuousFlow(pairing=...)``).
 PAIRINGS = ("independent", "ot")
 #: Rows paired at a time by ``pairing="ot"``: the exact assignment costs O(rows^3) (on this

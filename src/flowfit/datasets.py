@@ -174,7 +174,7 @@ class PictureDensity:
     def __init__(self, path: str | Path) -> None:
         self.darkness = image_darkness(path)
         self.height, self.width = self.darkness.shape
-        self.cell = 4 / max(self.height, self.width)  # a pixel's side
+        self.cell = picture_cell(self.height, self.width)  # a pixel's side
         self.probabilities = self.darkness / self.darkness.sum()  # (height, width), float64
 
     def sample(self, n: int, seed: int | None = None) -> Tensor:
@@ -215,6 +215,12 @@ class PictureDensity:
         frequencies = counts / len(samples)
         outside = 1 - float(inside.double().mean())
         return 0.5 * (float((frequencies - self.probabilities.flatten()).abs().sum()) + outside)
+
+
+def picture_cell(height: int, width: int) -> float:
+    """The side of a pixel in the coordinates of :func:`image`: the picture is centred at the
+    origin and its longer side spans ``[-2, 2]``."""
+    return 4 / max(height, width)
 
 
 def image_darkness(path: str | Path) -> Tensor:

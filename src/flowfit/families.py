@@ -336,8 +336,10 @@ class CNF(Flow):
 
     ``fourier`` and ``fourier_scale`` give the vector field random Fourier features,
     ``pairing="ot"`` pairs noise with data by minibatch optimal transport while flow matching,
-    and ``sample_rtol``/``sample_atol`` loosen the solve from base to data (sampling) apart
-    from the likelihood's: see :class:`~flowfit.continuous.ContinuousFlow`."""
+    and ``sample_method``/``sample_steps`` give samples (and ``z_t`` paths, which need no
+    trace) a fixed-step solver apart from the likelihood's; ``kinetic_penalty`` and
+    ``jacobian_penalty`` regularize maximum-likelihood training (Finlay et al. 2020): see
+    :class:`~flowfit.continuous.ContinuousFlow`."""
 
     training_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 512, "lr": 3e-3}
     #: flow matching: cheap steps, many of them, and a wider field (the regression needs it)
@@ -361,8 +363,10 @@ class CNF(Flow):
         fourier: int = 0,
         fourier_scale: float = 1.0,
         pairing: str = "independent",
-        sample_rtol: float | None = None,
-        sample_atol: float | None = None,
+        sample_method: str | None = None,
+        sample_steps: int = 16,
+        kinetic_penalty: float = 0.0,
+        jacobian_penalty: float = 0.0,
         preprocess: Preprocess = (),
         base: Base | None = None,
     ) -> None:
@@ -376,7 +380,7 @@ class CNF(Flow):
         check_parameters(mlp_parameters(dim + 2 * fourier + 9 + parts.features, dim, hidden), "this CNF")
         layer = ContinuousFlow(
             dim, hidden, parts.features, activation, method, rtol, atol, trace, adjoint,
-            fourier, fourier_scale, pairing, sample_rtol, sample_atol,
+            fourier, fourier_scale, pairing, sample_method, sample_steps, kinetic_penalty, jacobian_penalty,
         )  # fmt: skip
         super().__init__(**parts.flow_arguments([layer], base, standardize=False))
 

@@ -146,8 +146,13 @@ class Flow(Configurable, nn.Module):
         return self.log_prob(x, context)
 
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
-        """Draw ``n`` samples: shape ``(n, dim)``, or ``(m, n, dim)`` for ``m`` context rows."""
-        return self.sample_and_log_prob(n, context)[0]
+        """Draw ``n`` samples: shape ``(n, dim)``, or ``(m, n, dim)`` for ``m`` context rows.
+
+        Only ``x = f(z)`` is computed (:meth:`Transform.push_forward`): a continuous flow
+        skips the trace and solves with its sampling solver."""
+        z, context, rows = self._base_draw(n, context)
+        x = self._chunked(self.transform.push_forward, z, self.embed_context(context, len(z)))
+        return x if rows is None else x.view(rows, n, self.dim)
 
     def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Draw samples and their exact log-density in one pass from base to data.
@@ -155,6 +160,16 @@ class Flow(Configurable, nn.Module):
         ``log p(x) = log p_Z0(z_0) - log|det df/dz_0|``. Shapes as in :meth:`sample`, with
         the log-densities shaped ``(n,)`` or ``(m, n)``.
         """
+        z, context, rows = self._base_draw(n, context)
+        x, log_abs_det = self.forward(z, context)
+        log_prob = self.base.log_prob(z) - log_abs_det
+        if rows is None:
+            return x, log_prob
+        return x.view(rows, n, self.dim), log_prob.view(rows, n)
+
+    def _base_draw(self, n: int, context: Tensor | None) -> tuple[Tensor, Tensor | None, int | None]:
+        """``n`` base points per context row (the context repeated to match), and the number
+        of context rows (``None`` without a context)."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise InputError(f"the number of samples must be a positive integer, got {n!r}")
         n = int(n)
@@ -162,11 +177,7 @@ class Flow(Configurable, nn.Module):
         z = self.base.sample(n * (rows or 1))
         if context is not None:
             context = self._cast(context).repeat_interleave(n, dim=0)
-        x, log_abs_det = self.forward(z, context)
-        log_prob = self.base.log_prob(z) - log_abs_det
-        if rows is None:
-            return x, log_prob
-        return x.view(rows, n, self.dim), log_prob.view(rows, n)
+        return z, context, rows
 
     def trajectory(
         self, z0_or_n: Tensor | int, context: Tensor | None = None, t: Sequence[float] | Tensor | None = None
@@ -221,8 +232,13 @@ class Flow(Configurable, nn.Module):
         return states, log_abs_dets
 
     def loss(self, x: Tensor, context: Tensor | None = None, objective: str = "mle") -> Tensor:
-        """The training loss on a batch: the mean negative log-likelihood (``"mle"``), or for
-        a continuous flow the conditional flow-matching loss (``"fm"``)."""
+        """The training loss on a batch: the mean negative log-likelihood (``"mle"``, plus a
+        continuous flow's path penalties when it has them), or for a continuous flow the
+        conditional flow-matching loss (``"fm"``)."""
+        if objective == "mle" and self.is_continuous and any(self.layers[0].penalties):
+            x = self._check(x, "x")
+            z, log_abs_det, penalty = self.layers[0].regularized_inverse(x, self.embed_context(context, len(x)))
+            return -(self.base.log_prob(z) + log_abs_det).mean() + penalty
         if objective == "mle":
             return -self.log_prob(x, context).mean()
         if objective == "fm" and self.is_continuous:
@@ -313,10 +329,9 @@ class Flow(Configurable, nn.Module):
             raise InputError(f"context must have shape (m, {self.context_dim}), got {shape}")
         return shape[0]
 
-    def _chunked(
-        self, function: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]], x: Tensor, context: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """``function(x, context)``, in cache-sized chunks of rows when no gradient is needed."""
+    def _chunked(self, function: Callable[[Tensor, Tensor | None], Any], x: Tensor, context: Tensor | None) -> Any:
+        """``function(x, context)`` (a tensor, or a map's output and log-determinant), in
+        cache-sized chunks of rows when no gradient is needed."""
         step = self.inference_chunk
         if torch.is_grad_enabled() or len(x) <= step:
             return function(x, context)
@@ -324,6 +339,8 @@ class Flow(Configurable, nn.Module):
             function(x[i : i + step], None if context is None else context[i : i + step])
             for i in range(0, len(x), step)
         ]
+        if isinstance(parts[0], Tensor):
+            return torch.cat(parts)
         return torch.cat([out for out, _ in parts]), torch.cat([log_abs_det for _, log_abs_det in parts])
 
 

@@ -236,6 +236,9 @@ def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
         "flow": family.name,
         "objective": settings.training.objective,
     }
+    picture = sources.picture_of(data.source)
+    if picture is not None:  # its layout, for pictures of the flow drawn without the file
+        model.metadata["picture"] = list(PictureDensity(picture).darkness.shape)
     return model, notice
 
 

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import Tensor
 
+from flowfit.datasets import picture_cell
 from flowfit.distributions import StandardNormal
 from flowfit.files import atomic_path
 from flowfit.flow import Flow
@@ -168,6 +169,24 @@ def plot_layers(states: Sequence[Tensor], path: str | Path, titles: Sequence[str
     return _save(fig, path)
 
 
+def picture_bounds(height: int, width: int, pad: float = 0.15) -> Bounds:
+    """The box of a ``height x width`` picture's points (:func:`flowfit.datasets.image`),
+    padded by ``pad`` of its size on each side: the picture's own aspect ratio."""
+    cell = picture_cell(height, width)
+    half_x, half_y = (0.5 + pad) * width * cell, (0.5 + pad) * height * cell
+    return -half_x, half_x, -half_y, half_y
+
+
+def density_frame(states: Sequence[Tensor], picture: tuple[int, int] | None = None) -> tuple[Bounds, float]:
+    """Where density frames are drawn, ``(bounds, cell)``: the ``(height, width)`` picture's
+    pixel grid with a margin (its aspect ratio) when the flow learnt a picture, otherwise the
+    points' box in 160 cells across its longer side."""
+    if picture is not None:
+        return picture_bounds(*picture), picture_cell(*picture)
+    bounds = bounds_of(*states, quantile=0.002)
+    return bounds, max(bounds[1] - bounds[0], bounds[3] - bounds[2]) / 160
+
+
 def animate(
     states: Sequence[Tensor],
     path: str | Path,
@@ -177,27 +196,51 @@ def animate(
     note: str = "",
     size: float = 4.0,
     dpi: int = 80,
+    density: tuple[Bounds, float] | None = None,
 ) -> Path:
     """A GIF of points moving through ``states``: ``hold`` still frames on each ``z_i`` and
     ``frames_per_layer`` frames of smooth (eased linear) interpolation to ``z_(i+1)``; fixed
     axes. ``note`` is printed under the title (e.g. that frames between layers are
-    interpolated)."""
+    interpolated).
+
+    Points are drawn as dots coloured by their base sample, or, given ``density = (bounds,
+    cell)`` (:func:`density_frame`), each frame is the density of the points: their 2-D
+    histogram in square cells of side ``cell`` over ``bounds``. Many points (100,000 and more)
+    make such frames sharp."""
     titles = titles or [f"z_{i}" for i in range(len(states))]
     arrays = [s.detach().cpu().double().numpy() for s in states]
-    bounds = bounds_of(*states, quantile=0.002)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.set_xlim(bounds[:2])
-    ax.set_ylim(bounds[2:])
-    ax.set_aspect(axis_aspect(bounds))
+    if density is None:
+        bounds = bounds_of(*states, quantile=0.002)
+        fig, ax = plt.subplots(figsize=(size, size))
+        ax.set_xlim(bounds[:2])
+        ax.set_ylim(bounds[2:])
+        ax.set_aspect(axis_aspect(bounds))
+        scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=2, c=_colors(states[0]), linewidths=0)
+
+        def show(points: np.ndarray) -> None:
+            scatter.set_offsets(points[:, :2])
+
+    else:
+        bounds, cell = density
+        edges = [np.arange(low, high + cell / 2, cell) for low, high in (bounds[:2], bounds[2:])]
+        width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
+        fig, ax = plt.subplots(figsize=(size * max(1.0, width / height), size * max(1.0, height / width)))
+        image = ax.imshow(np.zeros((len(edges[1]) - 1, len(edges[0]) - 1)), extent=bounds, origin="lower", cmap="magma")
+        ax.set_aspect("equal")
+
+        def show(points: np.ndarray) -> None:
+            counts, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=(edges[1], edges[0]))
+            image.set_data(counts)
+            image.set_clim(0, max(1.0, float(np.quantile(counts[counts > 0], 0.995))))
+
     ax.set_xticks([])
     ax.set_yticks([])
-    scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=2, c=_colors(states[0]), linewidths=0)
     if note:
         fig.text(0.5, 0.02, note, ha="center", fontsize=7, color="0.4")
     frames: list[Image.Image] = []
 
     def grab(points: np.ndarray, title: str) -> None:
-        scatter.set_offsets(points[:, :2])
+        show(points)
         ax.set_title(title, fontsize=9)
         fig.canvas.draw()
         rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
@@ -224,9 +267,15 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
     """Training and validation NLL against the step; ``floor``, when known, is the true
     density's NLL (the entropy), drawn as a line no model can cross in expectation."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    if result.train_curve:
+    if result.train_curve and result.train_metric == "nll":
         steps, values = zip(*result.train_curve, strict=True)
         ax.plot(steps, values, label="training (running mean)")
+    elif result.train_curve:  # flow matching: its loss is not a likelihood, so an axis of its own
+        steps, values = zip(*result.train_curve, strict=True)
+        twin = ax.twinx()
+        twin.plot(steps, values, color="tab:orange", alpha=0.6, label="training flow-matching loss")
+        twin.set_ylabel("flow-matching loss")
+        twin.legend(loc="upper center")
     if result.val_curve:
         steps, values = zip(*result.val_curve, strict=True)
         ax.plot(steps, values, label="validation")
@@ -235,7 +284,8 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"entropy floor ({floor:.3f})")
     ax.set_xlabel("step")
     ax.set_ylabel("NLL (nats per sample)")
-    every = [v for curve in (result.train_curve, result.val_curve) for _, v in curve]
+    curves = (result.train_curve, result.val_curve) if result.train_metric == "nll" else (result.val_curve,)
+    every = [v for curve in curves for _, v in curve]
     if every:
         low, high = min([*every, floor if floor is not None else math.inf]), float(np.quantile(every, 0.9))
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
@@ -266,6 +316,17 @@ def plot_loglik(flow: Flow, data: Tensor, context: Tensor | None, path: str | Pa
     return _save(fig, path)
 
 
+#: Points of an animation drawn as densities (a flow trained on a picture).
+DENSITY_POINTS = 100_000
+
+
+def picture_shape(flow: Flow) -> tuple[int, int] | None:
+    """``(height, width)`` of the picture a flow was trained on (``flowfit train --data
+    image:PATH`` records it), or None."""
+    shape = flow.metadata.get("picture")
+    return (int(shape[0]), int(shape[1])) if isinstance(shape, list) and len(shape) == 2 else None
+
+
 def run_pictures(directory: Path, flow: Flow, data: Data, result: FitResult, floor: float | None) -> list[Path]:
     """The pictures of a ``flowfit train`` run: the loss and log-likelihood for every model;
     samples, density, layers and the GIF for an unconditional 2-D one."""
@@ -281,6 +342,9 @@ def run_pictures(directory: Path, flow: Flow, data: Data, result: FitResult, flo
         written.append(plot_density(flow, reference, directory / "density.png"))
         states, titles, _, _ = trajectory_frames(flow, 2_000, frames=8)
         written.append(plot_layers(states, directory / "layers.png", titles))
-        states, titles, note, per_layer = trajectory_frames(flow, 2_000, frames=60 if flow.is_continuous else 10)
-        written.append(animate(states, directory / "flow.gif", titles, per_layer, note=note))
+        picture = picture_shape(flow)
+        n = DENSITY_POINTS if picture else 2_000
+        states, titles, note, per_layer = trajectory_frames(flow, n, frames=60 if flow.is_continuous else 10)
+        density = density_frame(states, picture) if picture else None
+        written.append(animate(states, directory / "flow.gif", titles, per_layer, note=note, density=density))
     return written

@@ -82,9 +82,8 @@ class TensorBoardLog(Callback):
 
     def on_validation(self, trainer: Trainer, record: Record) -> None:
         if self.writer is not None:
-            metric = trainer.metric
-            self.writer.add_scalar(f"train/{metric}", record.train_loss, record.step)
-            self.writer.add_scalar(f"validation/{metric}", record.val_metric, record.step)
+            self.writer.add_scalar(f"train/{trainer.train_metric}", record.train_loss, record.step)
+            self.writer.add_scalar(f"validation/{trainer.metric}", record.val_metric, record.step)
             self.writer.add_scalar("train/lr", record.lr, record.step)
             self.writer.add_scalar("train/skipped_steps", record.skipped, record.step)
 

@@ -12,7 +12,7 @@ class FitResult:
     steps: int
     seconds: float
     best_step: int
-    #: the best validation metric (NLL, or the flow-matching loss for ``objective="fm"``)
+    #: the best validation NLL (nats per sample)
     best_val_nll: float
     #: the validation metric of the untrained flow, which the best state beats
     start_val: float = float("inf")
@@ -20,8 +20,10 @@ class FitResult:
     train_curve: list[tuple[int, float]] = field(default_factory=list)
     #: ``(step, validation metric)``
     val_curve: list[tuple[int, float]] = field(default_factory=list)
-    #: what ``train_curve`` and ``val_curve`` hold: ``"nll"`` or ``"fm_loss"``
+    #: what ``val_curve`` holds: ``"nll"``
     metric: str = "nll"
+    #: what ``train_curve`` holds: ``"nll"``, or ``"fm_loss"`` for ``objective="fm"``
+    train_metric: str = "nll"
     #: the step training stopped at (``steps``, or earlier when early stopping triggered)
     stopped_at: int = 0
     #: ``(step, reason)`` of each rollback of the divergence guard

@@ -35,6 +35,11 @@ class Transform(Configurable, nn.Module):
         """Map data side to base side: return ``f^-1(x)`` and ``log|det df^-1/dx|``."""
         raise NotImplementedError
 
+    def push_forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """``f(z)`` alone, for samples: transforms whose log-determinant costs extra (a
+        continuous flow's trace) skip it here."""
+        return self.forward(z, context)[0]
+
     def initialize_from_data(self, x: Tensor, context: Tensor | None = None) -> None:
         """Data-dependent initialisation, given a batch ``x`` on this transform's data side
         (and the context, already embedded).
@@ -62,6 +67,11 @@ class Compose(Transform):
             z, log_abs_det = transform(z, context)
             total = total + log_abs_det
         return z, total
+
+    def push_forward(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        for transform in self.transforms:
+            z = transform.push_forward(z, context)
+        return z
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = x.new_zeros(x.shape[0])
