@@ -34,6 +34,8 @@ from torch import Tensor
 _MASK64 = (1 << 64) - 1
 #: Feistel rounds: four make a strong pseudo-random permutation (Luby-Rackoff); six for margin.
 ROUNDS = 6
+#: Values permuted at a time (a larger request is done in pieces of this size).
+CHUNK = 65536
 
 
 def _splitmix64(state: int) -> tuple[int, int]:
@@ -99,12 +101,15 @@ class Permutation:
         flat = values.detach().to("cpu", torch.int64).reshape(-1)
         if len(flat) and (int(flat.min()) < 0 or int(flat.max()) >= self.n):
             raise IndexError(f"positions must lie in 0..{self.n - 1}")
-        result = network(flat.numpy().astype(np.uint64))
-        pending = np.flatnonzero(result >= self.n)
-        while len(pending):
-            result[pending] = network(result[pending])
-            pending = pending[result[pending] >= self.n]
-        return torch.from_numpy(result.astype(np.int64)).reshape(values.shape).to(values.device)
+        result = flat.numpy().astype(np.uint64)
+        for start in range(0, len(result), CHUNK):  # cache-sized pieces: fast, few temporaries
+            piece = result[start : start + CHUNK]
+            piece[:] = network(piece.copy())
+            pending = np.flatnonzero(piece >= self.n)
+            while len(pending):
+                piece[pending] = network(piece[pending])
+                pending = pending[piece[pending] >= self.n]
+        return torch.from_numpy(result.view(np.int64)).reshape(values.shape).to(values.device)
 
     def _network(self, x: np.ndarray) -> np.ndarray:
         """The Feistel network on ``k``-bit values (``x`` is overwritten): round ``i`` maps
