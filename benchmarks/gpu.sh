@@ -12,7 +12,9 @@
 # Environment: STEPS (race steps per run, default 2000; the reference protocol's 5,000 do not
 # fit in 10 minutes), ROUNDS (timing rounds, default 3), BUDGET (seconds for everything,
 # install included, default 600), DEVICE (default cuda), PYTHON (default python3, 3.10+ with
-# venv). A machine without network installs from wheels: PIP_FIND_LINKS=DIR PIP_NO_INDEX=1.
+# venv). A machine without network installs from wheels: PIP_FIND_LINKS=DIR PIP_NO_INDEX=1;
+# where the package index serves a CPU-only torch, point PIP_INDEX_URL at a CUDA wheel index
+# (peers.py stops with a clear message when torch sees no GPU).
 # A dry run on a CPU, in the current interpreter, tiny settings:
 #
 #   DEVICE=cpu benchmarks/gpu.sh /tmp/peers.md --here --rounds 1 --steps 20 --defaults-steps 20 --batch 64
