@@ -10,9 +10,10 @@ Models, built with each library's own API: RealNVP with 6 affine couplings of ML
 tail bound 4. Measured, round-robin over the libraries so that machine noise hits all alike,
 median of ``--rounds``:
 
-- ms per training step: a plain step (log_prob of 256 points, backward, Adam at 1e-3: for
-  flowfit its trainer's fused Adam, for the peers ``torch.optim.Adam``, what their users call;
-  flowfit's step with ``torch.optim.Adam`` is reported too);
+- ms per training step: a plain step (log_prob of a batch of 256 points, or of each
+  ``--batch``, backward, Adam at 1e-3: for flowfit its trainer's fused Adam, for the peers
+  ``torch.optim.Adam``, what their users call; flowfit's step with ``torch.optim.Adam`` is
+  reported too);
 - log_prob and sampling throughput on 100,000 points without gradients;
 - this machine's float32 matrix-multiply rate (a 2048 x 2048 ``torch.mm``) and each library's
   achieved rate in log_prob, as a fraction of it (the RealNVP's multiply-adds per point are the
@@ -21,7 +22,13 @@ median of ``--rounds``:
   (mean of ``--seeds``), the protocol of the reference table, which is also each peer's
   default way to train (none of them has a training loop of its own); the wall time each
   takes to reach 0.35 nats that way; and the time flowfit takes with its own defaults (the
-  ``flowfit train`` settings of the family, validation and all).
+  ``flowfit train`` settings of the family, validation and all). ``--steps`` and ``--batch``
+  change the protocol's steps and batch size (one race per batch size).
+
+``--device cuda`` puts every model, batch and test point on the GPU (timings wait for the
+GPU: ``torch.cuda.synchronize`` before each clock reading); ``benchmarks/gpu.sh`` runs this
+script there at batches 256 and 4096. ``--here`` runs in the current interpreter with the
+libraries installed in it, instead of ``benchmarks/.peers-venv``.
 
     .venv/bin/python benchmarks/peers.py --rounds 7 --out benchmarks/results/peers.md
 """
@@ -41,11 +48,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / "benchmarks" / ".peers-venv"
 PEERS = ["nflows==0.14", "normflows==1.7.3", "zuko==1.6.0"]
+LIBRARIES = ["flowfit", "nflows", "normflows", "zuko"]
 POINTS = 100_000
 
 
 def ensure_environment() -> None:
-    """Create the peers' environment if needed and re-run this script inside it."""
+    """Create the peers' environment if needed and re-run this script inside it (pip reads
+    ``PIP_FIND_LINKS`` and ``PIP_NO_INDEX``: a machine without network installs from wheels)."""
     python = VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
@@ -137,21 +146,36 @@ def moons(n: int, seed: int | None = None):
     return datasets.moons(n, seed=seed)
 
 
-def median_time(function: Callable[[], object], repeats: int = 1) -> float:
+def synchronize(device) -> None:
+    """Wait for the work queued on ``device`` (a GPU runs asynchronously; a CPU does not)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(function: Callable[[], object], repeats: int = 1, device=None) -> float:
+    """Mean seconds of ``repeats`` calls of ``function`` (queued GPU work included)."""
+    if device is not None:
+        synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         function()
+    if device is not None:
+        synchronize(device)
     return (time.perf_counter() - start) / repeats
 
 
-def matmul_rate() -> float:
-    """float32 GFLOP/s of a 2048 x 2048 matrix product on this machine (best of 5)."""
+def matmul_rate(device) -> float:
+    """float32 GFLOP/s of a square matrix product on ``device`` (2048 wide on a CPU, 8192 on
+    a GPU, which 2048 would not fill; best of 5)."""
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    size = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     torch.mm(a, b)
-    best = min(median_time(lambda: torch.mm(a, b), 3) for _ in range(5))
-    return 2 * 2048**3 / best / 1e9
+    best = min(median_time(lambda: torch.mm(a, b), 3, device) for _ in range(5))
+    return 2 * size**3 / best / 1e9
 
 
 def realnvp_flops_per_point() -> float:
@@ -167,31 +191,36 @@ class Reached(Exception):  # noqa: N818 (a signal, not an error)
     """Stops a flowfit run once it has crossed the finish line."""
 
 
-def protocol_run(library: str, model: str, seed: int, test, steps: int = 5000, check_every: int = 250):
-    """The reference protocol: Adam at 1e-3, fresh batches of 256, ``steps`` steps. Returns
-    the test NLL at the end, the training seconds, and the training seconds at the first check
-    (every ``check_every`` steps, clock paused) with a test NLL at most TARGET (None: never)."""
+def protocol_run(
+    library: str, model: str, seed: int, test, device, batch: int = 256, steps: int = 5000, check_every: int = 250
+):
+    """The reference protocol: Adam at 1e-3, fresh batches of ``batch`` (256 in the reference),
+    ``steps`` steps. Returns the test NLL at the end, the training seconds, and the training
+    seconds at the first check (every ``check_every`` steps, clock paused) with a test NLL at
+    most TARGET (None: never)."""
     import torch
 
     torch.manual_seed(seed)
     module, log_prob, _ = build(library, model)
+    module.to(device)
     if library == "flowfit":
-        module.initialize(moons(10_000, seed=2))
-    adam = optimizer(library, module)
+        module.initialize(moons(10_000, seed=2).to(device))
+    adam = optimizer(library, module, device)
     clock, reached = 0.0, None
     for step in range(1, steps + 1):
         start = time.perf_counter()
-        loss = -log_prob(moons(256)).mean()
+        loss = -log_prob(moons(batch).to(device)).mean()
         adam.zero_grad()
         loss.backward()
         adam.step()
+        synchronize(device)
         clock += time.perf_counter() - start
         if reached is None and step % check_every == 0 and test_nll(log_prob, test[:CHECK_POINTS]) <= TARGET:
             reached = clock
     return test_nll(log_prob, test), clock, reached
 
 
-def defaults_run(model: str, seed: int, test) -> float | None:
+def defaults_run(model: str, seed: int, test, device, max_steps: int | None = None) -> float | None:
     """flowfit with its own defaults (``flowfit train --flow MODEL``: flowfit.fit with the
     family's training defaults, validation included): seconds of training until the test NLL,
     checked at each of its validations (clock paused), is at most TARGET."""
@@ -201,7 +230,7 @@ def defaults_run(model: str, seed: int, test) -> float | None:
     from flowfit.families import FAMILIES
 
     torch.manual_seed(seed)
-    flow = FAMILIES[model].build(2)
+    flow = FAMILIES[model].build(2).to(device)
     paused, reached = 0.0, None
     start = time.perf_counter()
 
@@ -214,7 +243,10 @@ def defaults_run(model: str, seed: int, test) -> float | None:
         paused += time.perf_counter() - now
 
     try:
-        flowfit.fit(flow, lambda n: moons(n), seed=seed, callback=check, progress=False, **flow.defaults_for()[1])
+        training = flow.defaults_for()[1]
+        if max_steps is not None:  # a smoke test, not a measurement
+            training["steps"] = min(training["steps"], max_steps)
+        flowfit.fit(flow, lambda n: moons(n), seed=seed, callback=check, progress=False, **training)
     except Reached:
         pass
     return reached
@@ -227,22 +259,35 @@ def test_nll(log_prob, points) -> float:
         return -torch.cat([log_prob(c) for c in points.split(10_000)]).mean().item()
 
 
-def race(libraries: list[str], seeds: list[int], test) -> list[str]:
-    """Test NLL after the reference protocol, and the wall time to TARGET nats, per library."""
+def defaults_times(seeds: list[int], test, device, max_steps: int | None = None) -> dict[str, list[float]]:
+    """Seconds to TARGET nats of flowfit with its own defaults, per model and seed (inf: never)."""
+    return {
+        model: [math.inf if (r := defaults_run(model, seed, test, device, max_steps)) is None else r for seed in seeds]
+        for model in ("realnvp", "nsf")
+    }
+
+
+def race(
+    libraries: list[str], seeds: list[int], test, device, batch: int, steps: int, defaults: dict[str, list[float]]
+) -> list[str]:
+    """Test NLL after the protocol (``steps`` steps of ``batch``), and the wall time to TARGET
+    nats, per library; flowfit with its defaults (``defaults``: seconds per model and seed)
+    is the yardstick."""
     rows = [
         "",
-        f"Training (`--train`): the reference protocol, 5,000 Adam steps at 1e-3 on fresh batches of 256, seeds "
+        f"Training (`--train`): the reference protocol{'' if (batch, steps) == (256, 5000) else ', changed'}, "
+        f"{steps:,} Adam steps at 1e-3 on fresh batches of {batch}, seeds "
         f"{', '.join(map(str, seeds))}; test NLL on 100,000 points; time to {TARGET} nats = training seconds until "
         f"the NLL on {CHECK_POINTS:,} test points, checked every 250 steps (clock paused), is at most {TARGET}.",
         "",
-        "| library | model | test NLL after 5,000 steps (mean ± sd) | per seed | train s (median) "
+        f"| library | model | test NLL after {steps:,} steps (mean ± sd) | per seed | train s (median) "
         f"| s to {TARGET} nats (median; per seed) |",
         "|---|---|---|---|---:|---|",
     ]
     reached: dict[tuple[str, str], list[float]] = {}
     for model in ("realnvp", "nsf"):
         for library in libraries:
-            runs = [protocol_run(library, model, seed, test) for seed in seeds]
+            runs = [protocol_run(library, model, seed, test, device, batch, steps) for seed in seeds]
             values = [v for v, _, _ in runs]
             times = [math.inf if r is None else r for _, _, r in runs]
             reached[library, model] = times
@@ -253,7 +298,7 @@ def race(libraries: list[str], seeds: list[int], test) -> list[str]:
                 f"| {seconds(statistics.median(times))}; {' / '.join(seconds(t) for t in times)} |"
             )
             print(rows[-1], flush=True)
-        times = [math.inf if (r := defaults_run(model, seed, test)) is None else r for seed in seeds]
+        times = defaults[model]
         reached["flowfit defaults", model] = times
         rows.append(
             f"| flowfit, its defaults | {model} | | | | {seconds(statistics.median(times))}; "
@@ -280,7 +325,7 @@ def seconds(value: float) -> str:
     return "not reached" if math.isinf(value) else f"{value:.0f}"
 
 
-def optimizer(library: str, module):
+def optimizer(library: str, module, device):
     """Adam at 1e-3 as each library's user gets it: flowfit's trainer uses the fused kernel
     (:func:`flowfit.train.adam`), the peers have no trainer, so their users call
     ``torch.optim.Adam`` with its defaults."""
@@ -289,74 +334,82 @@ def optimizer(library: str, module):
     if library == "flowfit":
         from flowfit.train import adam
 
-        return adam(module.parameters(), 1e-3, torch.device("cpu"))
+        return adam(module.parameters(), 1e-3, device)
     return torch.optim.Adam(module.parameters(), lr=1e-3)
 
 
-def speed_table(libraries: list[str], rounds: int, threads: int, test) -> list[str]:
-    """ms per training step, log_prob and sampling throughput: median of ``rounds`` rounds."""
+def speed_table(libraries: list[str], rounds: int, threads: int, test, device, batches: list[int]) -> list[str]:
+    """ms per training step at each batch size, log_prob and sampling throughput: median of
+    ``rounds`` rounds."""
     import torch
 
     models = {(lib, m): build(lib, m) for m in ("realnvp", "nsf") for lib in libraries}
-    batch = moons(256, seed=1)
-    optimizers = {key: optimizer(key[0], module) for key, (module, _, _) in models.items()}
+    for module, _, _ in models.values():
+        module.to(device)
+    data = {size: moons(size, seed=1).to(device) for size in batches}
+    optimizers = {key: optimizer(key[0], module, device) for key, (module, _, _) in models.items()}
     # flowfit's step once more with torch.optim.Adam's default implementation, to show what
     # the fused Adam of its trainer buys
     plain = {key: torch.optim.Adam(models[key][0].parameters(), lr=1e-3) for key in models if key[0] == "flowfit"}
     for (lib, _), (module, _, _) in models.items():  # fit flowfit's standardization as fit() would
         if lib == "flowfit":
-            module.initialize(moons(10_000, seed=2))
-    timings: dict[tuple[str, str], dict[str, list[float]]] = {
-        k: {"step": [], "log_prob": [], "sample": [], "plain_step": []} for k in models
-    }
+            module.initialize(moons(10_000, seed=2).to(device))
+    timings: dict[tuple[str, str], dict[str, list[float]]] = {k: {} for k in models}
     for _ in range(rounds):
         for key, (_, log_prob, sample) in models.items():
+            for size, batch in data.items():
 
-            def step(log_prob=log_prob, optimizer=optimizers[key]) -> None:
-                loss = -log_prob(batch).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                def step(log_prob=log_prob, optimizer=optimizers[key], batch=batch) -> None:
+                    loss = -log_prob(batch).mean()
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
 
-            step()
-            timings[key]["step"].append(median_time(step, 25) * 1000)
-            if key in plain:
-                step(optimizer=plain[key])
-                timings[key]["plain_step"].append(median_time(lambda k=key: step(optimizer=plain[k]), 25) * 1000)
+                step()
+                timings[key].setdefault(f"step {size}", []).append(median_time(step, 25, device) * 1000)
+                if key in plain:
+                    step(optimizer=plain[key])
+                    seconds = median_time(lambda k=key, s=step: s(optimizer=plain[k]), 25, device)
+                    timings[key].setdefault(f"plain {size}", []).append(seconds * 1000)
             with torch.inference_mode() if key[0] == "flowfit" else torch.no_grad():
-                timings[key]["log_prob"].append(POINTS / median_time(lambda lp=log_prob: lp(test)))
-                timings[key]["sample"].append(POINTS / median_time(lambda s=sample: s(POINTS)))
-    peak = matmul_rate()
+                log_prob_seconds = median_time(lambda lp=log_prob: lp(test), 1, device)
+                sample_seconds = median_time(lambda s=sample: s(POINTS), 1, device)
+            timings[key].setdefault("log_prob", []).append(POINTS / log_prob_seconds)
+            timings[key].setdefault("sample", []).append(POINTS / sample_seconds)
+    peak = matmul_rate(device)
+    where = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {threads} threads"
+    steps = " | ".join(f"ms/step (batch {size})" for size in batches)
     rows = [
-        f"Two moons (noise 0.05); torch {torch.__version__}, {threads} threads; median of {rounds} rounds, "
+        f"Two moons (noise 0.05); torch {torch.__version__}, {where}; median of {rounds} rounds, "
         f"round-robin. This machine's float32 matrix product: {peak:.0f} GFLOP/s.",
         "",
-        "| library | model | params | ms/step (batch 256) | log_prob pts/s | sample pts/s "
-        "| log_prob GFLOP/s (share of peak) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        f"| library | model | params | {steps} | log_prob pts/s | sample pts/s | log_prob GFLOP/s (share of peak) |",
+        "|---|---|---:|" + "---:|" * len(batches) + "---:|---:|---:|",
     ]
     for (lib, model), (module, _, _) in models.items():
-        t = {k: statistics.median(v) for k, v in timings[lib, model].items() if v}
+        t = {k: statistics.median(v) for k, v in timings[lib, model].items()}
         params = sum(p.numel() for p in module.parameters())
         rate = ""
         if model == "realnvp":
             gflops = t["log_prob"] * realnvp_flops_per_point() / 1e9
             rate = f"{gflops:.1f} ({gflops / peak:.0%})"
-        rows.append(
-            f"| {lib} | {model} | {params:,} | {t['step']:.2f} | {t['log_prob']:,.0f} | {t['sample']:,.0f} | {rate} |"
-        )
+        steps = " | ".join(f"{t[f'step {size}']:.2f}" for size in batches)
+        rows.append(f"| {lib} | {model} | {params:,} | {steps} | {t['log_prob']:,.0f} | {t['sample']:,.0f} | {rate} |")
     for model in ("realnvp", "nsf"):
-        ours = {k: statistics.median(v) for k, v in timings["flowfit", model].items() if v}
-        peers = [{k: statistics.median(v) for k, v in timings[lib, model].items() if v} for lib in libraries[1:]]
+        ours = {k: statistics.median(v) for k, v in timings["flowfit", model].items()}
+        peers = [{k: statistics.median(v) for k, v in timings[lib, model].items()} for lib in libraries[1:]]
+        if not peers:
+            continue
         rows.append("")
+        for size in batches:
+            fastest = min(p[f"step {size}"] for p in peers)
+            rows.append(
+                f"{model}, batch {size}: flowfit's step with torch.optim.Adam's default implementation instead of its "
+                f"trainer's fused Adam: {ours[f'plain {size}']:.2f} ms ({ours[f'plain {size}'] / fastest:.2f}x the "
+                f"fastest peer's); with its fused Adam {ours[f'step {size}'] / fastest:.2f}x the fastest peer's."
+            )
         rows.append(
-            f"{model}: flowfit's step with torch.optim.Adam's default (for-loop) implementation instead of its "
-            f"trainer's fused Adam: {ours['plain_step']:.2f} ms "
-            f"({ours['plain_step'] / min(p['step'] for p in peers):.2f}x the fastest peer's)."
-        )
-        rows.append(
-            f"{model}: flowfit's step takes {ours['step'] / min(p['step'] for p in peers):.2f}x the fastest peer's; "
-            f"log_prob {ours['log_prob'] / max(p['log_prob'] for p in peers):.2f}x and sampling "
+            f"{model}: flowfit's log_prob {ours['log_prob'] / max(p['log_prob'] for p in peers):.2f}x and sampling "
             f"{ours['sample'] / max(p['sample'] for p in peers):.2f}x the fastest peer's throughput."
         )
     return rows
@@ -366,21 +419,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timing rounds (0: race only, with --train)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--train", action="store_true", help="also race: 5,000 steps per seed and library")
+    parser.add_argument("--train", action="store_true", help="also race: --steps steps per seed, library and batch")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch", type=int, nargs="+", default=[256], help="batch sizes of the steps and races")
+    parser.add_argument("--steps", type=int, default=5000, help="steps of each race run (the reference: 5,000)")
+    parser.add_argument("--defaults-steps", type=int, help="cap on the steps of flowfit's own defaults (smoke tests)")
+    parser.add_argument("--libraries", nargs="+", default=LIBRARIES, choices=LIBRARIES, help="flowfit first")
+    parser.add_argument("--here", action="store_true", help="use this interpreter's libraries, not .peers-venv")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    ensure_environment()
+    if not args.here:
+        ensure_environment()
     import torch
 
     from flowfit.files import write_text
 
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
     torch.set_num_threads(args.threads)
-    libraries = ["flowfit", "nflows", "normflows", "zuko"]
-    test = moons(POINTS, seed=12345)
-    rows = speed_table(libraries, args.rounds, args.threads, test) if args.rounds else []
+    libraries = ["flowfit", *(lib for lib in args.libraries if lib != "flowfit")]
+    test = moons(POINTS, seed=12345).to(device)
+    rows = speed_table(libraries, args.rounds, args.threads, test, device, args.batch) if args.rounds else []
     if args.train:
-        rows += race(libraries, args.seeds, test)
+        defaults = defaults_times(args.seeds, test, device, args.defaults_steps)
+        for i, batch in enumerate(args.batch):
+            table = race(libraries, args.seeds, test, device, batch, args.steps, defaults)
+            rows += table if i == 0 else [r for r in table if not r.startswith("| flowfit, its defaults")]
     table = "\n".join(rows)
     print(table)
     if args.out:

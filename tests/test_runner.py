@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flowfit import sources
+from flowfit import shuffle, sources
 from flowfit.cli import app
 from flowfit.errors import InputError, TrainingDivergedError
 from flowfit.runner import RunSettings
@@ -52,8 +52,8 @@ def houses(tmp_path, bad_row: int | None = None, value: float = 0.0):
 def test_every_row_is_checked_against_the_preprocessing(tmp_path, split: str) -> None:
     """A price of 0 in a ``log`` column, in a row of the validation or test split: training
     rows passed the check, validation NLL was inf, the untrained weights were saved."""
-    order = sources.split_indices(500, (0.8, 0.1, 0.1), seed=0)
-    bad = int(order[1 if split == "validation" else 2][0])
+    parts = shuffle.split(500, (0.8, 0.1, 0.1), seed=0)
+    bad = int(parts[1 if split == "validation" else 2].items()[0])
     data = houses(tmp_path, bad_row=bad)
     out = tmp_path / "run"
     result = run("train", "--data", data, "--preprocess", "price=log", "--steps", "5", "--out", out, *SMALL)

@@ -8,6 +8,7 @@ import torch
 
 from flowfit import tables
 from flowfit.errors import InputError
+from flowfit.shuffle import split
 
 
 def test_load_csv_with_and_without_header(tmp_path) -> None:
@@ -107,6 +108,46 @@ def test_rows_on_disk_read_what_they_select(tmp_path) -> None:
     assert torch.equal(part.take(torch.tensor([2, 0])), expected[[2, 0]])
     low, high = part.ranges(chunk_rows=2)
     assert low.tolist() == [11.0, 9.0] and high.tolist() == [31.0, 29.0]
+
+
+def test_a_part_of_a_shuffled_split_reads_as_its_row_numbers_do(tmp_path) -> None:
+    """A :class:`~flowfit.shuffle.Segment` selects, lazily, the rows its items name: the same
+    values as the listed row numbers, in the same order, in blocks front to back; and a part
+    of a part too."""
+    table = np.arange(2 * 1000.0).reshape(1000, 2)
+    np.save(tmp_path / "t.npy", table)
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    for part in split(1000, (0.7, 0.2, 0.1), seed=5):
+        lazy, listed = rows.subset(part), rows.subset(part.items())
+        assert lazy.shape == listed.shape == (len(part), 2)
+        assert torch.equal(lazy.take(), listed.take())
+        assert torch.equal(lazy.take(), torch.from_numpy(table[part.items()]))
+        assert torch.equal(lazy.take(torch.tensor([3, 1])), listed.take(torch.tensor([3, 1])))
+        blocks = list(lazy.blocks(chunk_rows=64))
+        numbers = torch.cat([numbers for numbers, _ in blocks])
+        assert torch.equal(numbers, part.items().sort().values)  # front to back, every row once
+        assert torch.equal(torch.cat([values for _, values in blocks]), torch.from_numpy(table[numbers]))
+        assert all(len(values) <= 64 for _, values in blocks)
+        assert [v.tolist() for v in lazy.ranges(chunk_rows=64)] == [v.tolist() for v in listed.ranges()]
+        inner = split(len(part), (0.5, 0.5), seed=1)[1]
+        assert torch.equal(lazy.subset(inner).take(), listed.take(inner.items()))
+        assert torch.equal(lazy.subset(inner).row_numbers(), part.items()[inner.items()])
+    with pytest.raises(ValueError, match="selects from"):
+        rows.subset(split(999, (0.5, 0.5), seed=0)[0])
+    with pytest.raises(IndexError):
+        rows.subset(part).take(torch.tensor([len(part)]))
+
+
+def test_a_part_on_disk_reports_its_first_bad_row_in_the_file(tmp_path) -> None:
+    table = np.zeros((300, 2))
+    train, test = split(300, (0.9, 0.1), seed=0)
+    bad = test.items().sort().values[:2]
+    table[bad[1], 0], table[bad[0], 1] = np.inf, np.nan
+    np.save(tmp_path / "t.npy", table)
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    rows.subset(train).ranges()  # the bad rows are not in it
+    with pytest.raises(InputError, match=rf"row {int(bad[0]) + 1}, column 1 is nan"):
+        rows.subset(test).ranges(chunk_rows=16)
 
 
 def test_rows_on_disk_report_the_bad_row(tmp_path) -> None:

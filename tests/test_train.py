@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import flowfit
-from flowfit import datasets, tables
+from flowfit import datasets, shuffle, tables
 from flowfit.errors import InputError, TrainingDivergedError
 from flowfit.train import nll
+from flowfit.train.data import TableSource
 
 
 def small_flow() -> flowfit.Flow:
@@ -290,6 +291,64 @@ def test_training_from_disk_equals_training_in_memory(tmp_path, conditional: boo
     else:
         in_memory, on_disk = run(x), run(rows.select([0, 1]))
     assert torch.equal(in_memory, on_disk)
+
+
+def numbered_source(n: int, seed: int = 0, rank: int = 0, world: int = 1, rows=None) -> TableSource:
+    """A source whose row ``i`` holds ``(i, i)`` (unless ``rows`` are given): a batch says
+    which rows it drew."""
+    if rows is None:
+        rows = torch.arange(n, dtype=torch.float64)[:, None].repeat(1, 2)
+    return TableSource(rows, None, small_flow(), seed=seed, rank=rank, world=world)
+
+
+def drawn(source: TableSource, batches: int, size: int) -> list[list[int]]:
+    return [source.batch(size)[0][:, 0].long().tolist() for _ in range(batches)]
+
+
+@pytest.mark.parametrize("n", [1000, 1003])
+def test_each_pass_draws_every_row_once_in_a_new_order(n: int) -> None:
+    """Batches of 100 from 1000 (or 1003) rows: a pass is 10 batches of distinct rows (the 3
+    left over are skipped), then a new pass in a new order."""
+    source = numbered_source(n)
+    passes = [[row for batch in drawn(source, 10, 100) for row in batch] for _ in range(3)]
+    for rows in passes:
+        assert len(set(rows)) == 1000 and min(rows) >= 0 and max(rows) < n
+    if n == 1000:
+        assert sorted(passes[0]) == list(range(1000))
+    assert passes[0] != passes[1] != passes[2]
+    assert source.state_dict() == {"epoch": 2, "position": 1000}
+    assert drawn(numbered_source(n), 30, 100) == [p[i : i + 100] for p in passes for i in range(0, 1000, 100)]
+    assert drawn(numbered_source(n, seed=1), 10, 100) != drawn(numbered_source(n), 10, 100)
+
+
+def test_a_source_resumes_in_the_order_it_left_off() -> None:
+    """The state (epoch, position) restores the order exactly, across the end of a pass."""
+    whole = drawn(numbered_source(1000), 25, 64)
+    first = numbered_source(1000)
+    drawn(first, 13, 64)
+    state = first.state_dict()
+    resumed = numbered_source(1000)
+    resumed.load_state_dict(state)
+    assert drawn(resumed, 12, 64) == whole[13:]
+
+
+def test_ranks_share_each_global_batch() -> None:
+    """Two ranks together draw exactly the global batch of one process, halves in order."""
+    single = drawn(numbered_source(500), 12, 64)
+    ranks = [drawn(numbered_source(500, rank=r, world=2), 12, 64) for r in (0, 1)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single
+    assert all(len(a) == 32 for a in ranks[0])
+
+
+def test_a_source_on_disk_draws_the_rows_in_memory_draw(tmp_path) -> None:
+    """A part of a split file, on disk and in memory: the same rows, batch for batch."""
+    table = torch.arange(1500, dtype=torch.float64)[:, None].repeat(1, 2)
+    np.save(tmp_path / "t.npy", table.numpy())
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    part = shuffle.split(1500, (0.8, 0.2), seed=4)[0]
+    on_disk = numbered_source(len(part), rows=tables.select_rows(rows, part))
+    in_memory = numbered_source(len(part), rows=tables.select_rows(table, part))
+    assert drawn(on_disk, 25, 100) == drawn(in_memory, 25, 100)
 
 
 def test_tensorboard_gets_the_curves(tmp_path) -> None:

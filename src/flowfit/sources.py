@@ -24,6 +24,7 @@ from torch import Tensor
 from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
+from flowfit.shuffle import Permutation, split
 from flowfit.tables import (
     Rows,
     check_resolution,
@@ -35,7 +36,6 @@ from flowfit.tables import (
     select_rows,
     split_spec,
 )
-from flowfit.train import split_indices
 
 #: Seeds of the fixed validation and test draws from a toy generator (the test seed is the
 #: one of the shared reference protocol).
@@ -132,7 +132,7 @@ def resolve(
         _check_every_row(context, given, dtype, path)
     if not 0 < val_fraction < 0.9:
         raise InputError(f"--val-fraction {val_fraction} leaves no rows to train on (10% are for testing)")
-    order = split_indices(len(table), (1 - val_fraction - 0.1, val_fraction, 0.1), seed=seed)
+    order = split(len(table), (1 - val_fraction - 0.1, val_fraction, 0.1), seed=seed)
     train, val, test = ((select_rows(values, i), None if context is None else select_rows(context, i)) for i in order)
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
         preprocess = TABLE_PREPROCESS[spec]
@@ -173,7 +173,7 @@ def some_rows(spec: str, columns: list[str], given: list[str], n: int, seed: int
     if draw is not None:
         return draw(n, seed=seed).double(), None
     table, names, path, _ = _open(spec)
-    index = torch.randperm(len(table), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    index = Permutation(len(table), seed)(torch.arange(min(n, len(table)))).sort().values
     values = read_rows(_columns(table, pick(names, [*columns, *given], path)), index).double()
     if not bool(torch.isfinite(values).all()):
         raise InputError(f"{path}: the columns {', '.join([*columns, *given])} hold NaN or inf")

@@ -12,6 +12,7 @@ arrays, and duplicate or empty column names are errors that name the file, row a
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import zipfile
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from flowfit.errors import InputError
+from flowfit.shuffle import Segment
 
 #: Rows read at a time when a table is streamed.
 CHUNK_ROWS = 65536
@@ -322,6 +324,64 @@ def _dtype(dtype: torch.dtype) -> str:
 
 
 # -- rows on disk ------------------------------------------------------------------------------
+class _AllRows:
+    """Every row of the file, in file order (position ``i`` is row ``i``)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def at(self, positions: Tensor) -> Tensor:
+        return positions.long()
+
+    def in_file_order(self, chunk_rows: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, self.n, chunk_rows):
+            rows = torch.arange(start, min(self.n, start + chunk_rows))
+            yield rows, rows
+
+
+class _ListedRows:
+    """Row numbers listed one by one (int64: 8 bytes a row), for a selection made by hand."""
+
+    def __init__(self, rows: Tensor) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def at(self, positions: Tensor) -> Tensor:
+        return self.rows[positions]
+
+    def in_file_order(self, chunk_rows: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for positions in torch.argsort(self.rows, stable=True).split(chunk_rows):
+            yield positions, self.rows[positions]
+
+
+class _ShuffledRows:
+    """Positions ``segment.items()`` of a parent selection: a part of a shuffled split, held
+    as a seeded permutation and two bounds (no per-row array)."""
+
+    def __init__(self, parent: _AllRows | _ListedRows | _ShuffledRows, segment: Segment) -> None:
+        self.parent, self.segment = parent, segment
+
+    def __len__(self) -> int:
+        return len(self.segment)
+
+    def at(self, positions: Tensor) -> Tensor:
+        return self.parent.at(self.segment.items(positions))
+
+    def in_file_order(self, chunk_rows: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The parent's rows in file order, keeping those in this part (by the permutation's
+        inverse: a chunk at a time)."""
+        for parent_positions, rows in self.parent.in_file_order(chunk_rows):
+            positions = self.segment.positions_of(parent_positions)
+            kept = positions >= 0
+            if bool(kept.any()):
+                yield positions[kept], rows[kept]
+
+
 class Rows:
     """Rows of a table on disk, read a batch at a time: train on a memory-mapped ``.npy``
     larger than memory.
@@ -330,9 +390,10 @@ class Rows:
     ``rows`` (row numbers) and ``columns`` (column numbers) select a part of it without
     reading anything. :meth:`take` reads the rows at some positions as a float64 tensor (in
     increasing row order on disk, then put back in the order asked for); :meth:`subset`
-    selects rows; :meth:`ranges` is one streaming pass that checks every value is finite and
-    returns each column's minimum and maximum; :meth:`check` checks every value against a
-    dtype.
+    selects rows: a :class:`~flowfit.shuffle.Segment` (a part of a shuffled split) costs no
+    memory per row, a tensor of positions 8 bytes a row; :meth:`ranges` is one streaming
+    pass that checks every value is finite and returns each column's minimum and maximum;
+    :meth:`check` checks every value against a dtype.
     """
 
     def __init__(
@@ -341,38 +402,61 @@ class Rows:
         if array.ndim != 2:
             raise InputError(f"{name}: expected a 2-D array (rows are samples), got shape {array.shape}")
         self.array, self.name = array, name
-        self.rows = torch.arange(len(array)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        self._index: _AllRows | _ListedRows | _ShuffledRows = (
+            _AllRows(len(array)) if rows is None else _ListedRows(torch.as_tensor(rows, dtype=torch.long))
+        )
         self.columns = list(range(array.shape[1])) if columns is None else list(columns)
         self._ranges: tuple[Tensor, Tensor] | None = None  # computed once: a selection never changes
 
     @property
     def shape(self) -> tuple[int, int]:
-        return len(self.rows), len(self.columns)
+        return len(self._index), len(self.columns)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._index)
 
-    def subset(self, positions: Tensor) -> Rows:
-        """The rows at ``positions`` (of this selection), still on disk."""
-        return Rows(self.array, self.rows[positions], self.columns, self.name)
+    def _like(self, index: _AllRows | _ListedRows | _ShuffledRows, columns: list[int]) -> Rows:
+        rows = copy.copy(self)
+        rows._index, rows.columns, rows._ranges = index, columns, None
+        return rows
+
+    def subset(self, positions: Tensor | Segment) -> Rows:
+        """The rows at ``positions`` (of this selection), still on disk: a tensor of
+        positions, or a part of a permutation of ``range(len(self))``."""
+        if isinstance(positions, Segment):
+            if len(positions.permutation) != len(self):
+                raise ValueError(f"a part of a shuffle of {len(positions.permutation)} rows selects from {len(self)}")
+            return self._like(_ShuffledRows(self._index, positions), self.columns)
+        return self._like(_ListedRows(self._index.at(self._checked(positions))), self.columns)
 
     def select(self, columns: Sequence[int]) -> Rows:
         """Columns ``columns`` (of this selection), still on disk."""
-        return Rows(self.array, self.rows, [self.columns[j] for j in columns], self.name)
+        return self._like(self._index, [self.columns[j] for j in columns])
+
+    def row_numbers(self, positions: Tensor | None = None) -> Tensor:
+        """The file's row numbers (from 0) at ``positions`` of this selection (default: all)."""
+        return self._index.at(self._checked(torch.arange(len(self)) if positions is None else positions))
 
     def take(self, positions: Tensor | None = None) -> Tensor:
         """Read the rows at ``positions`` (default: all) as a float64 tensor ``(len, d)``."""
-        rows = (self.rows if positions is None else self.rows[positions]).numpy()
+        rows = self.row_numbers(positions).numpy()
         order = np.argsort(rows, kind="stable")
         values = np.empty((len(rows), len(self.columns)), dtype=np.float64)
         values[order] = self.array[rows[order]][:, self.columns]
         return torch.from_numpy(values)
 
     def blocks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(row numbers in the file, values)`` blocks, read front to back."""
-        on_disk = torch.argsort(self.rows)
-        for positions in on_disk.split(chunk_rows):
-            yield self.rows[positions], self.take(positions)
+        """``(row numbers in the file, values)`` blocks, read front to back (at most
+        ``chunk_rows`` rows each)."""
+        for _, rows in self._index.in_file_order(chunk_rows):
+            yield rows, torch.from_numpy(np.asarray(self.array[rows.numpy()][:, self.columns], dtype=np.float64))
+
+    def _checked(self, positions: Tensor) -> Tensor:
+        if positions.dtype.is_floating_point or positions.dtype == torch.bool:
+            raise TypeError(f"positions must be integers, got {positions.dtype}")
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= len(self)):
+            raise IndexError(f"{self.name}: positions must lie in 0..{len(self) - 1}")
+        return positions
 
     def ranges(self, chunk_rows: int = CHUNK_ROWS) -> tuple[Tensor, Tensor]:
         """Each column's ``(minimum, maximum)`` over the selected rows, in one streaming pass;
@@ -410,9 +494,12 @@ def read_rows(source: Tensor | Rows, index: Tensor) -> Tensor:
     return source.take(index) if isinstance(source, Rows) else source[index.to(source.device)]
 
 
-def select_rows(source: Tensor | Rows, index: Tensor) -> Tensor | Rows:
-    """The rows ``index`` of a tensor, or of :class:`Rows` (left on disk)."""
-    return source.subset(index) if isinstance(source, Rows) else source[index]
+def select_rows(source: Tensor | Rows, index: Tensor | Segment) -> Tensor | Rows:
+    """The rows ``index`` (positions, or a part of a shuffled split) of a tensor, or of
+    :class:`Rows` (left on disk, and for a part, with no per-row array)."""
+    if isinstance(source, Rows):
+        return source.subset(index)
+    return source[index.items() if isinstance(index, Segment) else index]
 
 
 def open_rows(path: str | Path) -> tuple[Rows, list[str]]:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from flowfit.errors import InputError
 from flowfit.flow import Flow
+from flowfit.shuffle import Permutation, split
 from flowfit.tables import Rows, check_values, read_rows, select_rows
 
 #: Data for a conditional flow: samples ``x`` and their contexts ``c``, row by row.
@@ -94,20 +95,22 @@ def in_memory(values: Tensor | Rows | None) -> Tensor | None:
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[Tensor]:
     """Row numbers ``0..n-1`` shuffled with ``seed`` and cut into parts of the given
-    fractions (the last part takes the rest)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    sizes = [int(f * n) for f in fractions[:-1]]
-    return list(order.split([*sizes, n - sum(sizes)]))
+    fractions (the last part takes the rest), as int64 tensors: the parts of
+    :func:`flowfit.shuffle.split`, which training uses without writing them out."""
+    return [part.items() for part in split(n, fractions, seed)]
 
 
 class TableSource(Dataset):
     """Shuffled passes over training rows, in memory or on disk (read a batch at a time).
 
-    Each pass (epoch) visits the rows in the order ``randperm(n)`` drawn from ``(seed,
-    epoch)``, so the source's whole state is two integers. Under ``torch.distributed`` every
-    rank walks the same order and takes its share of each global batch: the ranks together
-    see exactly the batches one process would. (``DistributedSampler`` gives the same
-    partition but builds a Python list of every row number each epoch, 28+ bytes a row.)
+    Each pass (epoch) visits the rows in the order of a permutation of ``range(n)`` seeded
+    with ``(seed, epoch)`` and computed a batch at a time (:class:`flowfit.shuffle.Permutation`):
+    batch ``j`` of an epoch is the rows ``p(j*b), ..., p(j*b + b - 1)``; the rows left over
+    at an epoch's end (fewer than a batch) are skipped. Nothing is held per row, and the
+    source's whole state is two integers, ``(epoch, position)``. Under ``torch.distributed``
+    every rank walks the same order and takes its share of each global batch: the ranks
+    together see exactly the batches one process would. (``DistributedSampler`` gives the
+    same partition but builds a Python list of every row number each epoch, 28+ bytes a row.)
     """
 
     def __init__(self, x: Tensor | Rows, context: Tensor | Rows | None, flow: Flow, seed: int, rank: int, world: int):
@@ -131,16 +134,15 @@ class TableSource(Dataset):
         if n >= len(self.x):
             index = torch.arange(len(self.x))
         else:
-            if self.position + n > len(self._order):
+            if self.position + n > len(self.x):
                 self.epoch, self.position = self.epoch + 1, 0
                 self._order = self._permutation()
-            index = self._order[self.position : self.position + n]
+            index = self._order(torch.arange(self.position, self.position + n))
             self.position += n
         return self.__getitems__(index.tensor_split(self.world)[self.rank])
 
-    def _permutation(self) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.x), generator=generator)
+    def _permutation(self) -> Permutation:
+        return Permutation(len(self.x), self.seed * 1_000_003 + self.epoch)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
@@ -194,13 +196,14 @@ def make_source(
             n_val = round(val_fraction * len(x))
             if n_val < 1 or len(x) - n_val < 2:
                 raise InputError(f"{len(x)} rows are too few to hold out a validation set")
-            val_index, train_index = split_indices(len(x), (val_fraction, 1 - val_fraction), seed)
+            val_part, train_part = split(len(x), (val_fraction, 1 - val_fraction), seed)
+            val_index = val_part.items()
             val = (read_rows(x, val_index), None if context is None else read_rows(context, val_index))
-            x, context = select_rows(x, train_index), None if context is None else select_rows(context, train_index)
+            x, context = select_rows(x, train_part), None if context is None else select_rows(context, train_part)
         source = TableSource(x, context, flow, seed, rank, world)
         init_index = torch.arange(len(x))
         if isinstance(x, Rows) and len(x) > INIT_ROWS:  # on disk: initialise from a sample
-            init_index = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:INIT_ROWS]
+            init_index = Permutation(len(x), seed=0)(torch.arange(INIT_ROWS))
         init = source.__getitems__(init_index)
     if val_data is not None:
         val_x, val_context = pairs(val_data, flow, "validation data")
