@@ -41,7 +41,8 @@ def test_load_tsv_and_npy(tmp_path) -> None:
         ("a,b\n", "no data rows"),
         ("a,b\n1,x\n", "'x' is not a number"),
         ("a,b\n1,2\n3\n", "line 3 has 1 fields"),
-        ("a,b\n1,nan\n", "NaN and inf"),
+        ("a,b\n1,nan\n", r"line 2, column 'b' is missing \(NaN\); pass --missing drop"),
+        ("a,b\n1,2\n,3\n", r"line 3, column 'a' is missing \(empty\)"),
         ("1,2\ninf,3\n", "NaN and inf"),
     ],
 )
@@ -114,7 +115,7 @@ def test_rows_on_disk_report_the_bad_row(tmp_path) -> None:
     table[37, 1] = np.nan
     np.save(tmp_path / "t.npy", table)
     rows, _ = tables.open_rows(tmp_path / "t.npy")
-    with pytest.raises(InputError, match=r"row 38, column 1 is nan"):
+    with pytest.raises(InputError, match=r"row 38, column 1 is missing \(NaN\); pass --missing drop"):
         rows.ranges(chunk_rows=8)
     (tmp_path / "t.csv").write_text("1,2\n")
     with pytest.raises(InputError, match=r"only \.npy"):
@@ -220,7 +221,7 @@ def test_rows_on_disk_check_every_value_against_the_dtype(tmp_path) -> None:
 def test_cells_that_python_reads_as_numbers_but_are_not_plain_numbers(tmp_path, cell: str) -> None:
     path = tmp_path / "t.csv"
     path.write_text(f"a,b\n1,2\n3,{cell}\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"line 3: .* is not a plain number"):
+    with pytest.raises(InputError, match=r"line 3, column 'b': .* is not a plain number"):
         tables.load_table(path)
 
 
