@@ -152,20 +152,30 @@ class Table:
         positions = pick(self.names, numbers + labels, self.source)
         for raw in self._raw(rows, positions):
             values = [
-                self._numbers(raw, cells, name, keep_missing)
+                self._numbers(raw, cells, name)
                 for name, cells in zip(numbers, raw.columns[: len(numbers)], strict=True)
             ]
-            texts = [
-                self._labels(raw, cells, name, keep_missing)
-                for name, cells in zip(labels, raw.columns[len(numbers) :], strict=True)
-            ]
+            texts = [self._labels(cells) for cells in raw.columns[len(numbers) :]]
             size = len(raw.columns[0]) if raw.columns else 0
-            yield Block(
+            block = Block(
                 raw.start,
                 np.column_stack(values) if values else np.zeros((size, 0)),
                 np.column_stack(texts) if texts else np.empty((size, 0), dtype=object),
                 raw.lines,
             )
+            if not keep_missing and block.missing.any():
+                row = int(np.argmax(block.missing))
+                holes = [*np.isnan(block.values[row]), *(block.labels[row] == None)]  # noqa: E711
+                column = holes.index(True)
+                what = ""
+                if column < len(numbers):
+                    cell = raw.columns[column][row]
+                    what = " (empty)" if isinstance(cell, str) and not cell.strip() else " (NaN)"
+                raise InputError(
+                    f"{self.source}: {raw.where(row)}, column {[*numbers, *labels][column]!r} is missing{what}; "
+                    f"{MISSING_HINT}"
+                )
+            yield block
 
     def chunks(self, rows: int = CHUNK_ROWS, columns: Sequence[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(index of the first row, float64 values)`` blocks of at most ``rows`` rows of
@@ -188,7 +198,7 @@ class Table:
             raise InputError(f"{self.source}: the file has no data rows")
         return Block(0, np.concatenate([b.values for b in blocks]), np.concatenate([b.labels for b in blocks]))
 
-    def _numbers(self, raw: RawBlock, cells: np.ndarray, name: str, keep_missing: bool) -> np.ndarray:
+    def _numbers(self, raw: RawBlock, cells: np.ndarray, name: str) -> np.ndarray:
         """A column of a raw block as float64: checked, NaN for a missing cell."""
         if cells.dtype == object:  # Parquet text
             raise InputError(
@@ -213,25 +223,24 @@ class Table:
             raise InputError(
                 f"{self.source}: {raw.where(row)}, column {name!r} is {values[row]} (NaN and inf are not data)"
             )
-        missing = np.isnan(values)
-        if missing.any() and not keep_missing:
-            row = int(np.argmax(missing))
-            what = "empty" if cells.dtype.kind in "US" and not str(cells[row]).strip() else "NaN"
-            raise InputError(f"{self.source}: {raw.where(row)}, column {name!r} is missing ({what}); {MISSING_HINT}")
         return values
 
-    def _labels(self, raw: RawBlock, cells: np.ndarray, name: str, keep_missing: bool) -> np.ndarray:
-        """A column of a raw block as labels (``str``; ``None`` for a missing cell)."""
+    @staticmethod
+    def _labels(cells: np.ndarray) -> np.ndarray:
+        """A column of a raw block as labels (``str``; ``None`` for a missing cell); numbers
+        (an array file's) are written as integers when they are whole."""
         if cells.dtype.kind == "f":
-            text = np.array([None if math.isnan(v) else repr(float(v)) for v in cells], dtype=object)
-        else:
-            text = np.array([None if v is None else str(v).strip() for v in cells], dtype=object)
-            text[[v is not None and (not v or v.lower() == "nan") for v in text]] = None
-        missing = text == None  # noqa: E711
-        if missing.any() and not keep_missing:
-            row = int(np.argmax(missing))
-            raise InputError(f"{self.source}: {raw.where(row)}, column {name!r} is missing; {MISSING_HINT}")
+            return np.array([_number_label(v) for v in cells.tolist()], dtype=object)
+        text = np.array([None if v is None else str(v).strip() for v in cells.tolist()], dtype=object)
+        text[[v is not None and (not v or v.lower() == "nan") for v in text]] = None
         return text
+
+
+def _number_label(value: float) -> str | None:
+    """A number as a label: whole numbers as integers (``3``), others as written by repr."""
+    if math.isnan(value):
+        return None
+    return str(int(value)) if math.isfinite(value) and value == int(value) else repr(value)
 
 
 def open_table(spec: str | Path) -> Table:
