@@ -869,3 +869,38 @@ def test_categorical_columns_are_checked(tmp_path, arguments: tuple[str, ...], m
     data = mixed_table(tmp_path / "houses.csv", n=50)
     result = run("train", "--data", data, *arguments, "--out", tmp_path / "run", *TINY)
     assert_clean_failure(result, message)
+
+
+def test_npy_files_take_categories_and_drop_missing_rows(tmp_path) -> None:
+    from flowfit.categories import categories_of
+    from flowfit.io import load
+
+    rng = np.random.default_rng(0)
+    table = np.column_stack((rng.normal(size=200), rng.integers(0, 3, 200).astype(float), rng.normal(size=200)))
+    table[17, 1] = np.nan
+    table[40, 2] = np.nan
+    np.save(tmp_path / "t.npy", table)
+    out = tmp_path / "run"
+    arguments = ("train", "--data", tmp_path / "t.npy", "--out", out, *TINY)
+    assert_clean_failure(run(*arguments, "--categorical", "x1"), "row 18, column 'x1' is missing (NaN)")
+    assert_clean_failure(run(*arguments), "row 18, column 'x1' is missing (NaN)")  # read from disk
+    result = run(*arguments, "--missing", "drop")  # rows on disk: the two rows are left out there
+    assert result.exit_code == 0, result.output
+    assert "note: dropped 2 of 200 rows with missing cells" in result.output
+    result = run(*arguments, "--categorical", "x1", "--missing", "drop", "--force")
+    assert result.exit_code == 0, result.output
+    assert "note: dropped 2 of 200 rows with missing cells" in result.output
+    assert categories_of(load(out)).levels == [["0", "1", "2"]]
+
+
+def test_rows_named_after_dropped_rows_keep_their_place_in_the_file(tmp_path) -> None:
+    data = tmp_path / "t.csv"
+    rows = [f"{i},{10 + i}" for i in range(40)]
+    rows[2] = "2,"  # row 3: dropped
+    rows[5] = "5,-1"  # row 6: outside a log column's support
+    data.write_text("a,price\n" + "\n".join(rows) + "\n")
+    result = run(
+        "train", "--data", data, "--preprocess", "price=log", "--missing", "drop", "--out", tmp_path / "r", *TINY
+    )
+    assert_clean_failure(result, "row 6")
+    assert "row 5" not in result.stderr

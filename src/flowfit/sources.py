@@ -29,6 +29,7 @@ from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
 from flowfit.tables import (
+    MISSING_HINT,
     MISSING_POLICIES,
     NUMBER,
     TEXT,
@@ -185,9 +186,11 @@ def resolve(
                 column = block.values[:, len(continuous) + len(given) + integers.index(name)]
                 labels[:, k] = integer_labels(column, name, path)
         keep = ~block.missing
+        file_rows = torch.arange(len(keep))
         if missing == "drop" and not keep.all():
             notes.append(f"dropped {int((~keep).sum())} of {len(keep)} rows with missing cells (--missing drop)")
             values, labels = values[torch.from_numpy(keep)], labels[keep]
+            file_rows = file_rows[torch.from_numpy(keep)]
         table = values[:, : len(continuous) + len(given)]
         names = [*continuous, *given]
     else:
@@ -198,19 +201,24 @@ def resolve(
         labels = np.empty((len(table), len(discrete)), dtype=object)
         for k, name in enumerate(discrete):
             labels[:, k] = integer_labels(table[:, names.index(name)].numpy(), name, path)
+        if missing == "error" and (labels == None).any():  # noqa: E711 (continuous NaN: the row checks)
+            row, k = np.argwhere(labels == None)[0]  # noqa: E711
+            raise InputError(f"{path}: row {row + 1}, column {discrete[k]!r} is missing (NaN); {MISSING_HINT}")
+        file_rows = None if isinstance(table, Rows) else torch.arange(len(table))  # rows on disk know theirs
         if missing == "drop":
             keep = _complete(table)
             dropped = int((~keep).sum())
             if dropped:
                 notes.append(f"dropped {dropped} of {len(keep)} rows with missing cells (--missing drop)")
                 table, labels = select_rows(table, keep.nonzero()[:, 0]), labels[keep.numpy()]
+                file_rows = None if file_rows is None else file_rows[keep]
     if len(table) < 10:
         raise InputError(f"{path}: {len(table)} rows are too few to split into training, validation and test sets")
     values = _columns(table, pick(names, continuous, path))
     context = _columns(table, pick(names, given, path)) if given else None
-    _check_every_row(values, continuous, dtype, path)
+    _check_every_row(values, continuous, dtype, path, file_rows)
     if context is not None:
-        _check_every_row(context, given, dtype, path)
+        _check_every_row(context, given, dtype, path, file_rows)
     if not 0 < val_fraction < 0.9:
         raise InputError(f"--val-fraction {val_fraction} leaves no rows to train on (10% are for testing)")
     order = split_indices(len(table), (1 - val_fraction - 0.1, val_fraction, 0.1), seed=seed)
@@ -218,6 +226,12 @@ def resolve(
     if discrete:
         kinds_of = [TEXT_LABELS if kinds[c] == TEXT else INTEGER_LABELS for c in discrete]
         levels = [sorted_levels(labels[:, k], kind) for k, kind in enumerate(kinds_of)]
+        for name, level in zip(discrete, levels, strict=True):
+            if len(level) > max(50, len(table) // 2):
+                notes.append(
+                    f"the categorical column {name} has {len(level)} levels in {len(table)} rows: nearly an id, "
+                    "which p(c) can say little about"
+                )
         categories = Categories(discrete, kinds_of, levels)
         codes = categories.encode(labels, path)
         categories = Categories.fit(discrete, kinds_of, levels, codes[order[0]])
@@ -227,7 +241,7 @@ def resolve(
         preprocess = TABLE_PREPROCESS[spec]
     lowest = _ranges(values)[0].tolist()
     plans = make_plan(_in_memory(train, PLAN_ROWS)[0], continuous, preprocess, lowest=lowest)
-    for first_row, block in _blocks(values):
+    for first_row, block in _blocks(values, file_rows):
         check_plans(plans, block, continuous, first_row)
     train_low, train_high = _ranges(train[0])
     # a constant column has no density, unless it is dequantized (then it is uniform noise)
@@ -331,18 +345,39 @@ def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:
     return table.select(columns) if isinstance(table, Rows) else table[:, columns]
 
 
-def _blocks(values: Tensor | Rows) -> Iterator[tuple[int, Tensor]]:
-    """``(index of the first row, rows)`` blocks of a whole table, in file order."""
+def _blocks(values: Tensor | Rows, file_rows: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+    """``(index in the file of the first row, rows)`` blocks of a whole table, in file order,
+    each a run of consecutive file rows (rows dropped for missing cells break runs), so that
+    an error names the row's place in the file. ``file_rows``: the file row of each row of an
+    in-memory table (default: 0, 1, 2, ...)."""
     if isinstance(values, Rows):
         for rows, block in values.blocks():
-            yield int(rows[0]), block
-    else:
+            yield from _runs(rows, block)
+    elif file_rows is None:
         yield 0, values
+    else:
+        yield from _runs(file_rows, values)
 
 
-def _check_every_row(values: Tensor | Rows, names: list[str], dtype: torch.dtype, source: str) -> None:
-    """Finite, representable in ``dtype``, and resolved by it (rows named as in the file)."""
-    for first_row, block in _blocks(values):
+def _runs(rows: Tensor, block: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """Split ``block`` where its (increasing) file rows ``rows`` skip a number."""
+    breaks = (torch.diff(rows) != 1).nonzero()[:, 0] + 1
+    for part in torch.tensor_split(torch.arange(len(rows)), breaks):
+        if len(part):
+            yield int(rows[part[0]]), block[part]
+
+
+def _check_every_row(
+    values: Tensor | Rows, names: list[str], dtype: torch.dtype, source: str, file_rows: Tensor | None = None
+) -> None:
+    """Finite (a NaN is a missing cell), representable in ``dtype``, and resolved by it (rows
+    named by their place in the file, counted from 1)."""
+    for first_row, block in _blocks(values, file_rows):
+        holes = torch.isnan(block)
+        if bool(holes.any()):
+            row, col = (int(i) for i in holes.nonzero()[0])
+            where = f"{source}: row {first_row + row + 1}, column {names[col]!r}"
+            raise InputError(f"{where} is missing (NaN); {MISSING_HINT}")
         check_values(block, dtype, names, source, first_row)
     check_resolution(*_ranges(values), dtype, names, source)
 
