@@ -55,6 +55,9 @@ class RawBlock:
     #: the file's line number of each row (text files), for error messages
     lines: list[int] | None
     columns: list[np.ndarray]
+    #: the rows whose lines hold an underscore or a non-ASCII character (text files): their
+    #: cells may read as numbers in Python (``1_000``, ``١``) without being plain numbers
+    odd: list[int] | None = None
 
     def where(self, row: int) -> str:
         """Where the block's ``row`` is: ``line L`` of a text file, else ``row N`` (from 1)."""
@@ -134,7 +137,7 @@ class Table:
         for raw in self._raw(CHUNK_ROWS, positions):
             for k, cells in enumerate(raw.columns):
                 if not text[k]:
-                    text[k] = _first_not_a_number(cells) is not None
+                    text[k] = _first_not_a_number(cells, raw.odd, _all_numbers(cells)) is not None
         return {name: TEXT if is_text else NUMBER for name, is_text in zip(columns, text, strict=True)}
 
     def blocks(
@@ -206,15 +209,19 @@ class Table:
                 "leave it out of --columns, or model it as a categorical column"
             )
         if cells.dtype.kind in "US":
-            bad = _first_not_a_number(cells)
+            try:  # the common case: every cell a number, read in one pass
+                values = cells.astype(np.float64)
+            except ValueError:
+                values = None
+            bad = _first_not_a_number(cells, raw.odd, values is not None)
             if bad is not None:
-                what = "is not a plain number" if _reads_as_number(str(cells[bad])) else "is not a number"
-                raise InputError(
-                    f"{self.source}: {raw.where(bad)}, column {name!r}: {str(cells[bad]).strip()!r} {what}"
-                )
-            stripped = np.char.strip(cells)
-            values = np.where(stripped == "", "nan", stripped).astype(np.float64)
-            _check_no_underflow(self.source, raw, stripped, values, name)
+                cell = str(cells[bad]).strip()
+                what = "is not a plain number" if _reads_as_number(cell) else "is not a number"
+                raise InputError(f"{self.source}: {raw.where(bad)}, column {name!r}: {cell!r} {what}")
+            if values is None:  # empty cells: missing
+                stripped = np.char.strip(cells)
+                values = np.where(stripped == "", "nan", stripped).astype(np.float64)
+            _check_no_underflow(self.source, raw, cells, values, name)
         else:
             values = np.asarray(cells, dtype=np.float64)
         infinite = np.isinf(values)
@@ -423,34 +430,43 @@ def _split(
     """Numbered lines into the cells of the columns at ``positions`` (strings as written);
     a line with the wrong number of fields is an error that names it."""
     rows = list(csv.reader((line for _, line in block), delimiter=delimiter))
-    for (number, _), row in zip(block, rows, strict=True):
-        if len(row) != width:
-            raise InputError(f"{path}: line {number} has {len(row)} fields, expected {width}")
+    if any(len(row) != width for row in rows):
+        number, row = next((number, row) for (number, _), row in zip(block, rows, strict=True) if len(row) != width)
+        raise InputError(f"{path}: line {number} has {len(row)} fields, expected {width}")
     cells = np.array(rows, dtype=str).reshape(len(rows), width)
-    return RawBlock(start, [number for number, _ in block], [cells[:, j] for j in positions])
+    odd = [i for i, (_, line) in enumerate(block) if "_" in line or not line.isascii()]
+    return RawBlock(start, [number for number, _ in block], [cells[:, j] for j in positions], odd)
 
 
-def _first_not_a_number(cells: np.ndarray) -> int | None:
+def _first_not_a_number(cells: np.ndarray, odd: list[int] | None = None, all_numbers: bool = False) -> int | None:
     """The position of the first cell of a text column that is neither missing (empty, NaN)
-    nor a plain number (``1_000`` and non-ASCII digits, which Python reads, are not), or None."""
-    stripped = np.char.strip(cells)
+    nor a plain number (``1_000`` and non-ASCII digits, which Python reads, are not), or None.
+    ``odd``: the only rows that can hold an underscore or a non-ASCII character (default:
+    any); ``all_numbers``: every cell is known to read as a number."""
+    if not all_numbers:
+        stripped = np.char.strip(cells)
+        try:
+            np.where(stripped == "", "nan", stripped).astype(np.float64)
+        except ValueError:
+            return next(i for i, cell in enumerate(stripped) if cell and not _reads_as_number(cell))
+    rows = range(len(cells)) if odd is None else odd
+    return next((i for i in rows if "_" in cells[i] or not str(cells[i]).isascii()), None)
+
+
+def _all_numbers(cells: np.ndarray) -> bool:
+    """Whether every cell of a text column reads as a number (the fast test)."""
     try:
-        np.where(stripped == "", "nan", stripped).astype(np.float64)
+        cells.astype(np.float64)
     except ValueError:
-        return next(i for i, cell in enumerate(stripped) if cell and not _reads_as_number(cell))
-    odd = np.char.find(stripped, "_") >= 0
-    try:
-        stripped.astype("S")
-    except UnicodeEncodeError:
-        odd |= np.array([not cell.isascii() for cell in stripped], dtype=bool)
-    return int(np.argmax(odd)) if odd.any() else None
+        return False
+    return True
 
 
-def _check_no_underflow(source: str, raw: RawBlock, stripped: np.ndarray, values: np.ndarray, name: str) -> None:
+def _check_no_underflow(source: str, raw: RawBlock, cells: np.ndarray, values: np.ndarray, name: str) -> None:
     """Refuse a nonzero number that float64 reads as 0 (``1e-400``); ``1e400`` becomes inf and is
     refused with the other non-finite values."""
     for i in np.flatnonzero(values == 0):
-        cell = str(stripped[i])
+        cell = str(cells[i]).strip()
         if any(digit in "123456789" for digit in cell.lower().partition("e")[0]):
             raise InputError(
                 f"{source}: {raw.where(int(i))}, column {name!r}: {cell!r} is too small for float64 (it reads as 0)"
