@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowfit import FlowDensity, InputError
+from flowfit.errors import FlowfitWarning
 
 FAST = dict(steps=15, hidden=(8,), layers=2, batch_size=64, random_state=0)
 
@@ -69,3 +70,70 @@ def test_data_frames_are_preprocessed_by_column_name() -> None:
     assert model.preprocess_ == ["none", "log"]
     with pytest.raises(ValueError, match="feature names"):
         model.score_samples(frame[["height", "width"]])  # by name, never by position
+
+
+def houses(n: int = 800, seed: int = 0):
+    """A frame with a categorical column (cut: 0.2, 0.3, 0.5), an integer one and a continuous
+    one that depends on the cut."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    cut = rng.choice(["Fair", "Good", "Ideal"], n, p=[0.2, 0.3, 0.5])
+    carat = np.select([cut == "Fair", cut == "Good"], [-2.0, 0.0], 3.0) + rng.normal(0, 0.5, n)
+    return pd.DataFrame({"carat": carat, "cut": pd.Categorical(cut), "rooms": rng.integers(1, 4, n)})
+
+
+def test_categorical_columns_of_a_data_frame_round_trip() -> None:
+    frame = houses()
+    model = FlowDensity(**{**FAST, "steps": 60}, categorical=["rooms"]).fit(frame)
+    categories = model.categories_
+    assert categories.columns == ["cut", "rooms"] and categories.levels[0] == ["Fair", "Good", "Ideal"]
+    assert model.flow_.dim == 1 and model.flow_.context_dim == 6
+    every = np.array([[c, r] for c in range(3) for r in range(3)])
+    import torch
+
+    p_cut = categories.log_prob(torch.as_tensor(every)).exp().view(3, 3).sum(1)
+    np.testing.assert_allclose(p_cut.numpy(), [0.2, 0.3, 0.5], atol=0.04)
+    log_p = model.score_samples(frame)
+    assert log_p.shape == (800,) and np.isfinite(log_p).all()
+    samples = model.sample(300, random_state=0)
+    assert list(samples.columns) == ["carat", "cut", "rooms"]
+    assert set(samples["cut"]) <= {"Fair", "Good", "Ideal"} and set(samples["rooms"]) <= {1, 2, 3}
+    assert np.isfinite(model.score_samples(samples)).all()
+    strange = frame.head(2).astype({"cut": object})
+    strange.loc[1, "cut"] = "Premium"
+    with pytest.raises(InputError, match="row 2, column 'cut': 'Premium' is not a category the model knows"):
+        model.score_samples(strange)
+    with pytest.raises(InputError, match="must hold integers"):
+        FlowDensity(**FAST, categorical="carat").fit(frame)
+
+
+def test_missing_cells_follow_the_missing_parameter() -> None:
+    x = blobs(200)
+    holes = x.copy()
+    holes[[3, 50], 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        FlowDensity(**FAST).fit(holes)
+    with pytest.warns(FlowfitWarning, match="left 2 of 200 rows with missing cells out of fitting"):
+        model = FlowDensity(**FAST, missing="drop").fit(holes)
+    log_p = model.score_samples(holes)
+    assert np.isnan(log_p[[3, 50]]).all() and np.isfinite(np.delete(log_p, [3, 50])).all()
+    np.testing.assert_array_equal(np.delete(log_p, [3, 50]), model.score_samples(np.delete(holes, [3, 50], axis=0)))
+    model.set_params(missing="marginal")
+    with pytest.raises(InputError, match="cannot integrate the flow over a missing continuous cell"):
+        model.score_samples(holes)
+
+
+def test_a_missing_category_is_summed_out_exactly() -> None:
+    frame = houses(300)[["carat", "cut"]]  # no dequantized column: its noise would depend on row positions
+    model = FlowDensity(**FAST, missing="marginal").fit(frame)
+    points = frame.head(3).astype({"cut": object})
+    points.loc[[0, 2], "cut"] = None
+    marginal = model.score_samples(points)
+    filled = points.loc[[0, 0, 0, 2, 2, 2]].copy()
+    filled["cut"] = ["Fair", "Good", "Ideal"] * 2
+    joint = model.score_samples(filled).reshape(2, 3)
+    np.testing.assert_allclose(marginal[[0, 2]], np.logaddexp.reduce(joint, axis=1), atol=1e-9, rtol=0)
+    model.set_params(missing="error")
+    with pytest.raises(InputError, match="row 1, column 'cut' is missing"):
+        model.score_samples(points)

@@ -306,3 +306,41 @@ def test_warnings_are_one_line_like_errors(tmp_path, monkeypatch) -> None:
     result = run("train", "--steps", "3", "--out", tmp_path / "r", *SMALL)
     assert result.exit_code == 0
     assert result.stderr.strip().splitlines() == ["warning: training never beat the untrained flow"]
+
+
+def test_a_run_with_categories_and_dropped_rows_resumes_with_them(tmp_path, monkeypatch) -> None:
+    import signal as signals
+
+    from flowfit import runner
+    from flowfit.categories import categories_of
+    from flowfit.io import load
+
+    rng = np.random.default_rng(0)
+    lines = ["id,colour,x,y"] + [
+        f"{i},{rng.choice(['red', 'blue'])},{rng.normal():.5f},{'' if i == 7 else f'{rng.normal():.5f}'}"
+        for i in range(200)
+    ]
+    data = tmp_path / "t.csv"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    real_fit = runner.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(step, _flow):
+            if step == 4:
+                signals.raise_signal(signals.SIGINT)
+
+        return real_fit(*args, **kwargs, callback=stop)
+
+    monkeypatch.setattr(runner, "fit", interrupted_fit)
+    arguments = ("--data", data, "--columns", "x,colour,y", "--missing", "drop", "--steps", "20", "--val-every", "2")
+    assert run("train", *arguments, "--out", out, *SMALL).exit_code == 130
+    monkeypatch.setattr(runner, "fit", real_fit)
+    settings = RunSettings.load(out)
+    assert (settings.columns, settings.missing) == (["x", "y", "colour"], "drop")
+    result = run("train", "--resume", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "dropped 1 of 200 rows" in result.output
+    assert categories_of(load(out)).levels == [["blue", "red"]]
+    with pytest.raises(InputError, match="--missing marginal scores rows"):
+        RunSettings(missing="marginal")

@@ -42,7 +42,8 @@ def test_load_tsv_and_npy(tmp_path) -> None:
         ("a,b\n", "no data rows"),
         ("a,b\n1,x\n", "'x' is not a number"),
         ("a,b\n1,2\n3\n", "line 3 has 1 fields"),
-        ("a,b\n1,nan\n", "NaN and inf"),
+        ("a,b\n1,nan\n", r"line 2, column 'b' is missing \(NaN\); pass --missing drop"),
+        ("a,b\n1,2\n,3\n", r"line 3, column 'a' is missing \(empty\)"),
         ("1,2\ninf,3\n", "NaN and inf"),
     ],
 )
@@ -146,7 +147,7 @@ def test_a_part_on_disk_reports_its_first_bad_row_in_the_file(tmp_path) -> None:
     np.save(tmp_path / "t.npy", table)
     rows, _ = tables.open_rows(tmp_path / "t.npy")
     rows.subset(train).ranges()  # the bad rows are not in it
-    with pytest.raises(InputError, match=rf"row {int(bad[0]) + 1}, column 1 is nan"):
+    with pytest.raises(InputError, match=rf"row {int(bad[0]) + 1}, column 1 is missing \(NaN\)"):
         rows.subset(test).ranges(chunk_rows=16)
 
 
@@ -155,7 +156,7 @@ def test_rows_on_disk_report_the_bad_row(tmp_path) -> None:
     table[37, 1] = np.nan
     np.save(tmp_path / "t.npy", table)
     rows, _ = tables.open_rows(tmp_path / "t.npy")
-    with pytest.raises(InputError, match=r"row 38, column 1 is nan"):
+    with pytest.raises(InputError, match=r"row 38, column 1 is missing \(NaN\); pass --missing drop"):
         rows.ranges(chunk_rows=8)
     (tmp_path / "t.csv").write_text("1,2\n")
     with pytest.raises(InputError, match=r"only \.npy"):
@@ -261,7 +262,7 @@ def test_rows_on_disk_check_every_value_against_the_dtype(tmp_path) -> None:
 def test_cells_that_python_reads_as_numbers_but_are_not_plain_numbers(tmp_path, cell: str) -> None:
     path = tmp_path / "t.csv"
     path.write_text(f"a,b\n1,2\n3,{cell}\n", encoding="utf-8")
-    with pytest.raises(InputError, match=r"line 3: .* is not a plain number"):
+    with pytest.raises(InputError, match=r"line 3, column 'b': .* is not a plain number"):
         tables.load_table(path)
 
 
@@ -269,3 +270,57 @@ def test_times_are_not_numbers(tmp_path) -> None:
     np.save(tmp_path / "t.npy", np.arange(4, dtype="m8[s]").reshape(2, 2))
     with pytest.raises(InputError, match="holds times"):
         tables.load_table(tmp_path / "t.npy")
+
+
+def test_columns_not_asked_for_may_hold_anything(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text('id,name,a,b\n7,"Zürich, old town",1.5,2\nx-9,1_000,3,4\n', encoding="utf-8")
+    values, names = tables.load_table(path, columns=["b", "a"])
+    assert names == ["b", "a"] and values.tolist() == [[2.0, 1.5], [4.0, 3.0]]
+    with pytest.raises(InputError, match=r"line 3, column 'id': 'x-9' is not a number"):
+        tables.load_table(path)
+    table = tables.open_table(path)
+    assert table.kinds() == {"id": "text", "name": "text", "a": "number", "b": "number"}
+    assert table.kinds(["a"]) == {"a": "number"}
+
+
+def test_labels_and_missing_cells_are_kept_when_asked(tmp_path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("cut,a\n Ideal ,1\n,2\nNaN,nan\nFair,\n")
+    table = tables.open_table(path)
+    assert table.kinds() == {"cut": "text", "a": "number"}  # missing cells say nothing of a column's kind
+    block = table.read_all(["a"], ["cut"], keep_missing=True)
+    assert block.labels[:, 0].tolist() == ["Ideal", None, None, "Fair"]
+    assert block.values[0, 0] == 1.0 and np.isnan(block.values[2:, 0]).all()
+    assert block.missing.tolist() == [False, True, True, True]
+    with pytest.raises(InputError, match=r"line 3, column 'cut' is missing; pass --missing drop"):
+        table.read_all(["a"], ["cut"])
+    blocks = list(table.blocks(["a"], ["cut"], rows=3, keep_missing=True))
+    assert [(b.start, len(b)) for b in blocks] == [(0, 3), (3, 1)] and blocks[1].where(0) == "line 5"
+    path.write_text("a,b\n1,inf\n")
+    with pytest.raises(InputError, match=r"line 2, column 'b' is inf \(NaN and inf are not data\)"):
+        tables.open_table(path).read_all(["b"], keep_missing=True)  # inf is never a missing value
+
+
+def test_parquet_text_and_null_cells(tmp_path) -> None:
+    import pandas as pd
+
+    path = tmp_path / "t.parquet"
+    frame = pd.DataFrame(
+        {
+            "when": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]),
+            "cut": pd.Categorical(["Good", None, "Fair"]),
+            "a": [1.0, None, 3.0],
+            "n": pd.array([1, None, 3], dtype="Int64"),
+        }
+    )
+    frame.to_parquet(path)
+    table = tables.open_table(path)
+    assert table.kinds(["cut", "a", "n"]) == {"cut": "text", "a": "number", "n": "number"}
+    with pytest.raises(InputError, match=r"column 'when' holds timestamp.*neither numbers nor text"):
+        table.kinds()
+    block = table.read_all(["a", "n"], ["cut"], keep_missing=True)
+    assert block.labels[:, 0].tolist() == ["Good", None, "Fair"] and block.missing.tolist() == [False, True, False]
+    assert block.values[2].tolist() == [3.0, 3.0]
+    with pytest.raises(InputError, match=r"row 2, column 'a' is missing \(NaN\)"):
+        table.read_all(["a"])

@@ -192,6 +192,21 @@ def train(
         list[str] | None,
         typer.Option(metavar="NAMES", help="File columns to condition on, comma separated: trains p(columns | given)."),
     ] = None,
+    categorical: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAMES",
+            help="Columns of integers to model as categories, comma separated (a text column in --columns is "
+            "categorical anyway): the model is p(c) p(x | c).",
+        ),
+    ] = None,
+    missing: Annotated[
+        str,
+        typer.Option(
+            help="A missing cell (empty or NaN): error (naming its row and column) or drop (drop its row, "
+            "and say how many were dropped)."
+        ),
+    ] = "error",
     preprocess: Annotated[
         str,
         typer.Option(
@@ -230,6 +245,8 @@ def train(
         data=data,
         columns=_names(columns, "--columns"),
         given=_names(given, "--given"),
+        categorical=_names(categorical, "--categorical"),
+        missing=missing,
         preprocess=preprocess,
         flow=flow,
         layers=layers,
@@ -252,9 +269,9 @@ def _parse_given(values: list[str] | None, flow: Any) -> Any:
     import torch
 
     names: list[str] = list(flow.metadata.get("given") or [])
-    if not flow.context_dim:
+    if not names:
         if values:
-            raise InputError("--given: this model is unconditional")
+            raise InputError("--given: this model has no given columns")
         return None
     expected = ", ".join(f"{n}=VALUE" for n in names)
     if not values:
@@ -275,6 +292,11 @@ def _parse_given(values: list[str] | None, flow: Any) -> Any:
     if sorted(given) != sorted(names):
         raise InputError(f"--given must set exactly {expected}")
     return torch.tensor([[given[n] for n in names]], dtype=torch.float64)
+
+
+def _refuse_categorical(flow: Any, command: str) -> None:
+    if flow.metadata.get("categorical") is not None:
+        raise InputError(f"{command} draws models without categorical columns; this one has some")
 
 
 def _warn_far(flow: Any, far: int, total: int, what: str) -> None:
@@ -304,10 +326,14 @@ def sample(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Draw samples from a trained model into a CSV file (dequantized columns rounded back down)."""
+    """Draw samples from a trained model into a CSV file (dequantized columns rounded back down;
+    categorical columns as their labels, after the continuous ones)."""
+    import csv
+
     import numpy as np
     import torch
 
+    from flowfit.categories import categories_of
     from flowfit.files import check_output, open_output
     from flowfit.io import load
 
@@ -320,12 +346,22 @@ def sample(
     context = _parse_given(given, flow)
     if context is not None:
         _warn_far(flow, int(flow.far_outside(None, context).sum()), 1, "--given rows lie")
+    categories = categories_of(flow)
     chunk = 65536  # drawn and written a chunk at a time: memory stays flat for any n
     with open_output(out, force) as handle, torch.inference_mode():
-        handle.write(delimiter.join(flow.column_names) + "\n")
-        for done in range(0, n, chunk):
-            values = flow.quantize(flow.sample(min(chunk, n - done), context).reshape(-1, flow.dim))
-            np.savetxt(handle, values.double().numpy(), delimiter=delimiter, fmt=_digits(flow))
+        if categories is None:
+            handle.write(delimiter.join(flow.column_names) + "\n")
+            for done in range(0, n, chunk):
+                values = flow.quantize(flow.sample(min(chunk, n - done), context).reshape(-1, flow.dim))
+                np.savetxt(handle, values.double().numpy(), delimiter=delimiter, fmt=_digits(flow))
+        else:  # c ~ p(c), then x ~ p(x | c); labels quoted as CSV needs
+            writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n")
+            writer.writerow([*flow.column_names, *categories.columns])
+            for done in range(0, n, chunk):
+                codes = categories.sample(min(chunk, n - done))
+                values = flow.quantize(flow.sample(1, categories.one_hot(codes)).reshape(-1, flow.dim))
+                numbers = np.char.mod(_digits(flow), values.double().numpy())
+                writer.writerows(np.concatenate((numbers.astype(object), categories.decode(codes)), axis=1).tolist())
     _say(out, f"wrote {n} samples to {out}")
 
 
@@ -337,46 +373,108 @@ def density(
     out: Annotated[Path, typer.Option(help="CSV file to write (one column, log_prob); - for stdout.")] = Path(
         "logp.csv"
     ),
+    missing: Annotated[
+        str,
+        typer.Option(
+            help="A row with a missing cell (empty or NaN): error (naming its row and column), drop (its "
+            "log_prob is left empty: output rows stay aligned with input rows) or marginal (the exact density "
+            "of its observed cells: missing categorical cells are summed out; a missing continuous cell is an error)."
+        ),
+    ] = "error",
     chunk_rows: Annotated[int, typer.Option(help="Rows read and scored at a time (memory stays flat).")] = 65536,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
     """Write the exact log-density (nats, in the data's units) of each input row.
 
     A file with a header is matched by column name: it must hold the model's columns (and,
-    for a conditional model, its given columns), in any order, and may hold others. A file
-    without a header must have exactly the model's columns, in the model's order. Columns the
-    model dequantizes get their uniform noise first (fixed seed), as in training. The file
-    is read, scored and written in chunks, so its length is not limited by memory.
+    for a conditional model, its given columns), in any order, and may hold others (an id,
+    text). A file without a header must have exactly the model's columns, in the model's
+    order. For a model with categorical columns the number is log p(x, c) = log p(c) +
+    log p(x | c) (nats per row; a label the model never saw is an error). Columns the model
+    dequantizes get their uniform noise first (fixed seed), as in training. The file is read,
+    scored and written in chunks, so its length is not limited by memory; output row k is
+    always input row k.
     """
     import numpy as np
     import torch
 
+    from flowfit.categories import INTEGER, categories_of, integer_labels, joint_context, marginal_log_prob
     from flowfit.files import check_output, open_output
     from flowfit.io import load
-    from flowfit.tables import check_values, open_table
+    from flowfit.tables import MISSING_POLICIES, check_values, open_table
 
     if chunk_rows < 1:
         raise InputError(f"--chunk-rows must be a positive integer, got {chunk_rows}")
+    if missing not in MISSING_POLICIES:
+        raise InputError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     check_output(out, force)
     _csv_delimiter(out)
     flow = load(model)
+    categories = categories_of(flow)
+    if missing == "marginal" and categories is None:
+        raise InputError(
+            "--missing marginal: this model has no categorical columns, and flowfit cannot integrate a flow over "
+            "a missing continuous cell exactly; use --missing drop (those rows' log_prob is left empty)"
+        )
     table = open_table(input_path)
-    point_columns, given_columns = _match_columns(flow, table.names, table.has_header, input_path)
-    names = [table.names[j] for j in point_columns + given_columns]
+    points, given = _match_columns(flow, table.names, table.has_header, input_path)
+    discrete = categories.columns if categories is not None else []
+    integers = [c for c, kind in zip(discrete, categories.kinds, strict=True) if kind == INTEGER] if discrete else []
+    texts = [c for c in discrete if c not in integers]
+    continuous = len(points) + len(given)
+    names = [*flow.column_names, *(flow.metadata.get("given") or [])]
     noise = torch.Generator().manual_seed(0)
-    count, total, far = 0, 0.0, 0
+    count, total, far, unscored, summed = 0, 0.0, 0, 0, 0
 
     def scored() -> Iterator[Any]:
-        """Each block's log-densities, after the block's values are checked."""
-        nonlocal count, total, far
-        for start, block in table.chunks(chunk_rows):
-            check_values(block[:, point_columns + given_columns], flow.dtype, names, input_path, start)
-            points = torch.from_numpy(block[:, point_columns])
-            context = torch.from_numpy(block[:, given_columns]) if given_columns else None
-            far += int(flow.far_outside(points, context).sum())
-            log_p = flow.log_prob(flow.dequantize(points, noise), context).double()
-            count, total = count + len(log_p), total + log_p.sum().item()
-            yield log_p.numpy()[:, None]
+        """Each block's log-densities (NaN: not scored), after the block's values are checked."""
+        nonlocal count, total, far, unscored, summed
+        for block in table.blocks([*points, *given, *integers], texts, chunk_rows, keep_missing=missing != "error"):
+            start, values = block.start, block.values
+            holes = block.missing
+            check_values(np.nan_to_num(values[:, :continuous], nan=0.0), flow.dtype, names, input_path, start)
+            x = torch.from_numpy(values[:, : len(points)])
+            context = torch.from_numpy(values[:, len(points) : continuous]) if given else None
+            codes = None
+            if categories is not None:
+                labels = np.empty((len(block), len(discrete)), dtype=object)
+                for k, name in enumerate(discrete):
+                    if name in texts:
+                        labels[:, k] = block.labels[:, texts.index(name)]
+                    else:
+                        column = values[:, continuous + integers.index(name)]
+                        labels[:, k] = integer_labels(column, name, input_path, start)
+                codes = categories.encode(labels, input_path, start)
+                context = joint_context(context, codes.clamp(min=0), categories)
+            noisy = flow.dequantize(torch.nan_to_num(x), noise)  # one draw per row, as for a complete file
+            log_p = torch.full((len(block),), float("nan"), dtype=torch.float64)
+            whole = torch.from_numpy(~holes)
+            if bool(whole.any()):
+                rows = whole.nonzero()[:, 0]
+                part = None if context is None else context[rows]
+                far += int(flow.far_outside(x[rows], part).sum())
+                log_p[rows] = flow.log_prob(noisy[rows], part).double().cpu()
+                if categories is not None:
+                    log_p[rows] += categories.log_prob(codes[rows])
+            if missing == "marginal" and bool(holes.any()):
+                numbers_missing = np.isnan(values[:, :continuous])
+                if numbers_missing.any():
+                    row, col = np.argwhere(numbers_missing)[0]
+                    raise InputError(
+                        f"{input_path}: {block.where(row)}, column {names[col]!r} is missing; flowfit sums out "
+                        "missing categorical cells exactly, but cannot integrate the flow over a missing continuous "
+                        "cell: use --missing drop"
+                    )
+                rows = torch.from_numpy(holes).nonzero()[:, 0]
+                known = codes[rows] >= 0
+                given_rows = None if not given else torch.from_numpy(values[:, len(points) : continuous])[rows]
+                far += int(flow.far_outside(x[rows]).sum())
+                log_p[rows] = marginal_log_prob(flow, noisy[rows], given_rows, codes[rows], known, input_path)
+                summed += len(rows)
+            scored_rows = ~torch.isnan(log_p)
+            unscored += int((~scored_rows).sum())
+            count, total = count + int(scored_rows.sum()), total + log_p[scored_rows].sum().item()
+            yield log_p.numpy()
 
     with torch.inference_mode():
         blocks = scored()
@@ -386,9 +484,15 @@ def density(
         with open_output(out, force) as handle:
             handle.write("log_prob\n")
             for values in itertools.chain([first], blocks):
-                np.savetxt(handle, values, fmt=_digits(flow))
+                text = np.char.mod(_digits(flow), values)
+                handle.write("".join(f"{cell}\n" for cell in np.where(np.isnan(values), "", text)))
     _warn_far(flow, far, count, "rows lie")
-    _say(out, f"wrote {count} log-densities to {out} (mean {total / count:.4f} nats)")
+    mean = f" (mean {total / count:.4f} nats)" if count else ""
+    _say(out, f"wrote {count} log-densities to {out}{mean}")
+    if summed:
+        _say(out, f"{summed} rows with missing categorical cells were scored by the density of their observed cells")
+    if unscored:
+        _say(out, f"{unscored} rows with missing cells were not scored: their log_prob is empty (--missing drop)")
 
 
 def _csv_delimiter(out: Path) -> str:
@@ -417,27 +521,29 @@ def _seed(seed: int | None) -> None:
         torch.manual_seed(seed)
 
 
-def _match_columns(flow: Any, names: list[str], has_header: bool, path: str) -> tuple[list[int], list[int]]:
-    """Positions of the model's columns and given columns in a file: by name when it has a
-    header, by position (and exact width) when it has none."""
+def _match_columns(flow: Any, names: list[str], has_header: bool, path: str) -> tuple[list[str], list[str]]:
+    """The file's names of the model's columns and given columns: by name when it has a
+    header (a model's categorical columns must be there too), by position (and exact width)
+    when it has none."""
     columns, given = flow.column_names, list(flow.metadata.get("given") or [])
+    discrete = list((flow.metadata.get("categorical") or {}).get("columns") or [])
     if has_header:
-        missing = [c for c in columns + given if c not in names]
+        missing = [c for c in columns + given + discrete if c not in names]
         if missing:
             unnamed = " (the model's columns have no names: it was trained on a file without a header)"
             hint = unnamed if columns == [f"x{j}" for j in range(flow.dim)] else ""
             raise InputError(
                 f"{path} has no column named {', '.join(map(repr, missing))}{hint}; it has {', '.join(names)}"
             )
-        return [names.index(c) for c in columns], [names.index(c) for c in given]
-    if given:
-        raise InputError(f"{path} needs a header naming the columns {', '.join(columns + given)}")
+        return columns, given
+    if given or discrete:
+        raise InputError(f"{path} needs a header naming the columns {', '.join(columns + given + discrete)}")
     if len(names) != flow.dim:
         raise InputError(
             f"{path} has {len(names)} columns and no header, but the model expects {flow.dim} "
             f"({', '.join(columns)}); add a header to pick columns by name"
         )
-    return list(range(flow.dim)), []
+    return names, []
 
 
 @app.command(cls=StrictCommand)
@@ -480,6 +586,7 @@ def animate(
         raise InputError(f"--out {out}: animate writes a GIF; give a file name ending in .gif")
     check_output(out, force)
     flow = load(model)
+    _refuse_categorical(flow, "animate")
     if flow.dim != 2:
         raise InputError(f"animate draws 2-D flows; this model is {flow.dim}-D")
     context = _parse_given(given, flow)
@@ -523,6 +630,7 @@ def explore(
         raise InputError(f"--out {out}: explore writes an HTML page; give a file name ending in .html")
     check_output(out, force)
     flow = load(model)
+    _refuse_categorical(flow, "explore")
     names, given = flow.column_names, list(flow.metadata.get("given") or [])
     pair = explorer.column_pair(names, _names([columns], "--columns") if columns else None)
     view = explorer.View(columns=pair, points=n, paths=paths, resolution=resolution, seed=seed)

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from flowfit import sources
 from flowfit._version import __version__
+from flowfit.categories import Categories, categories_of, joint_log_prob
 from flowfit.datasets import PictureDensity
 from flowfit.errors import CheckpointError, InputError, TrainingDivergedError
 from flowfit.families import FAMILIES, family_for
@@ -53,6 +54,8 @@ class RunSettings:
     data: str = "moons"
     columns: list[str] | None = None
     given: list[str] | None = None
+    categorical: list[str] | None = None
+    missing: str = "error"
     preprocess: str = "auto"
     flow: str = "realnvp"
     layers: int | None = None
@@ -79,6 +82,13 @@ class RunSettings:
         for name in ("layers", "bins"):
             if getattr(self, name) is not None and not family.accepts(name):
                 raise InputError(f"--{name} does not apply to --flow {self.flow}")
+        if self.missing == "marginal":
+            raise InputError(
+                "--missing marginal scores rows with missing cells (flowfit density); training needs complete rows: "
+                "use --missing drop"
+            )
+        if self.missing not in ("error", "drop"):
+            raise InputError(f"--missing must be error or drop when training, got {self.missing!r}")
         if self.training.objective == "fm" and self.flow != "cnf":
             raise InputError("--objective fm (flow matching) trains continuous flows: use it with --flow cnf")
         if self.dtype not in DTYPES:
@@ -145,6 +155,8 @@ def run_training(
             settings.preprocess,
             dtype,
             training.val_fraction,
+            settings.categorical,
+            settings.missing,
         )
         model, notice = _build(settings, data)
         model = model.to(device=device, dtype=dtype)
@@ -153,6 +165,8 @@ def run_training(
                 say(f"note: {note}")
         if data.plans:
             say(f"preprocessing: {describe(data.plans, data.columns)}")
+        if data.categories is not None:
+            say(f"categorical: {describe_categories(data.categories)}")
         if world > 1:
             dist.barrier()  # every process has checked the directories before rank 0 touches them
         if rank == 0 and not resume:
@@ -161,9 +175,11 @@ def run_training(
             # the columns as resolved and the file as it is now: a resume continues on the same data
             fixed = dataclasses.replace(settings, fingerprint=sources.fingerprint(settings.data))
             if not data.generated:
-                fixed = dataclasses.replace(fixed, columns=data.columns, given=data.given)
+                fixed = dataclasses.replace(fixed, columns=_modelled(data), given=data.given)
             write_json(partial / "run.json", fixed.to_json())
         what = f"p({', '.join(data.columns)} | {', '.join(data.given)})" if data.given else f"{data.dim}-D"
+        if data.categories is not None:
+            what = f"p({', '.join(data.categories.columns)}) p({', '.join(data.columns)} | those)"
         options = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1])
         say(
             f"{'resuming' if resume else 'training'} {model.metadata['flow']} "
@@ -208,6 +224,20 @@ def run_training(
     return metrics
 
 
+def _modelled(data: Data) -> list[str]:
+    """The modelled columns: the continuous ones, then the categorical ones."""
+    return data.columns + (data.categories.columns if data.categories is not None else [])
+
+
+def describe_categories(categories: Categories) -> str:
+    """``cut (5 levels), colour (7 levels); p(c) from counts, ...``: one line for the log."""
+    columns = ", ".join(f"{c} ({len(v)} levels)" for c, v in zip(categories.columns, categories.levels, strict=True))
+    return (
+        f"{columns}; p(c) from the training counts with {categories.smoothing:g} added to each of the "
+        f"{categories.size:,} combinations, and the flow conditioned on them"
+    )
+
+
 def _batch_note(settings: RunSettings, data: Data, model: Flow) -> str:
     batch = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1]).batch_size
     rows = None if data.generated else len(data.train[0])
@@ -226,7 +256,8 @@ def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
     plans = [dataclasses.asdict(plan) for plan in data.plans]
     torch.manual_seed(settings.training.seed)
     try:
-        model = family.build(data.dim, context_dim=len(data.given), preprocess=plans, **options)
+        width = data.categories.width if data.categories is not None else 0
+        model = family.build(data.dim, context_dim=len(data.given) + width, preprocess=plans, **options)
     except ValueError as error:
         raise InputError(f"--flow {family.name}: {error}") from None
     model.metadata = {
@@ -239,6 +270,8 @@ def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
     picture = sources.picture_of(data.source)
     if picture is not None:  # its layout, for pictures of the flow drawn without the file
         model.metadata["picture"] = list(PictureDensity(picture).darkness.shape)
+    if data.categories is not None:
+        model.metadata["categorical"] = data.categories.to_json()
     return model, notice
 
 
@@ -306,13 +339,13 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
     """The numbers of ``metrics.json`` (NLLs in nats per sample, in the data's units)."""
     from flowfit.datasets import moons_log_prob
 
-    test_nll, test_stderr = nll(flow, *data.test)
+    test_nll, test_stderr = _nll(flow, *data.test)
     metrics: dict[str, Any] = {
         "data": data.source,
         "dim": data.dim,
         "flow": flow.metadata.get("flow"),
-        "train_nll": nll(flow, *data.reference)[0],
-        "val_nll": nll(flow, *data.val)[0],
+        "train_nll": _nll(flow, *data.reference)[0],
+        "val_nll": _nll(flow, *data.val)[0],
         "test_nll": test_nll,
         "test_nll_stderr": test_stderr,
         "test_size": len(data.test[0]),
@@ -327,7 +360,10 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
         "flowfit_version": __version__,
         "torch_version": torch.__version__,
     }
-    if bool(flow.dequantize_steps.any()):
+    if data.categories is not None:  # the test NLL's categorical part, -mean log p(c)
+        codes = data.categories.from_one_hot(data.test[1].cpu())
+        metrics["test_nll_categorical"] = -data.categories.log_prob(codes).mean().item()
+    if bool(flow.dequantize_steps.any()) and data.categories is None:
         metrics["test_bits_per_dim"] = bits_per_dim(test_nll, data.dim)
     if data.source == "moons":
         # the test set's NLL under the true density: the floor no model can beat (in expectation)
@@ -340,6 +376,17 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
     if flow.is_continuous:
         metrics |= solver_costs(flow, data.test[0][:SOLVE_ROWS])
     return metrics
+
+
+@torch.inference_mode()
+def _nll(flow: Flow, x: Tensor, context: Tensor | None) -> tuple[float, float]:
+    """Mean negative log-likelihood of rows (nats per row; for a model with categorical
+    columns, of ``p(x, c)``) and its standard error."""
+    if categories_of(flow) is None:
+        return nll(flow, x, context)
+    values = joint_log_prob(flow, x, context)
+    stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return -values.mean().item(), stderr
 
 
 #: Rows of the solves whose function evaluations ``metrics.json`` reports, and samples whose
@@ -406,6 +453,12 @@ def _print_summary(metrics: dict[str, Any], written: list[Path], say: Callable[[
         say(
             f"entropy floor {metrics['entropy_floor']:.4f} nats (the true density's NLL on the same points); "
             f"gap {metrics['gap_to_floor']:.4f} nats"
+        )
+    if "test_nll_categorical" in metrics:
+        discrete = metrics["test_nll_categorical"]
+        say(
+            f"of which {discrete:.4f} nats are -log p(c), the categorical columns, and "
+            f"{metrics['test_nll'] - discrete:.4f} -log p(x | c), the continuous ones"
         )
     if "test_bits_per_dim" in metrics:
         say(f"test {metrics['test_bits_per_dim']:.4f} bits/dim (dequantized)")

@@ -18,15 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from flowfit.categories import INTEGER as INTEGER_LABELS
+from flowfit.categories import TEXT as TEXT_LABELS
+from flowfit.categories import Categories, integer_labels, sorted_levels
 from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
 from flowfit.shuffle import Permutation, split
 from flowfit.tables import (
+    MISSING_HINT,
+    MISSING_POLICIES,
+    NUMBER,
+    TEXT,
     Rows,
+    Table,
     check_resolution,
     check_values,
     open_rows,
@@ -68,8 +77,11 @@ class Data:
     plans: list[ColumnPlan] = field(default_factory=list)
     #: whether the data are drawn from a generator (a toy or a picture)
     generated: bool = False
-    #: facts the user should hear (a file read without a header)
+    #: facts the user should hear (a file read without a header, rows dropped)
     notes: list[str] = field(default_factory=list)
+    #: the categorical columns and ``p(c)`` (learnt from the training rows); their one-hot
+    #: code is the context of the flow, which models ``p(x | c)``
+    categories: Categories | None = None
 
     @property
     def dim(self) -> int:
@@ -95,60 +107,169 @@ def resolve(
     preprocess: str = "auto",
     dtype: torch.dtype = torch.float32,
     val_fraction: float = 0.1,
+    categorical: list[str] | None = None,
+    missing: str = "error",
 ) -> Data:
     """Resolve ``--data spec`` (see the module docstring). ``given`` names columns to condition
     on (the model is then ``p(columns | given)``); ``columns`` defaults to every other
-    column. ``preprocess`` chooses each column's preprocessing
-    (:func:`flowfit.preprocess.make_plan`), decided on the training rows (at most
-    ``PLAN_ROWS`` of them), checked on every row. A table's rows are split into training,
-    ``val_fraction`` for validation and 10% for testing."""
+    column that holds numbers (text columns are skipped, with a note). A text column named in
+    ``columns``, and a column of integers named in ``categorical``, is categorical
+    (:mod:`flowfit.categories`): the model is then ``p(c) p(x | c)``. ``missing`` says what a
+    missing cell (empty or NaN) is: ``error`` (naming its row and column) or ``drop`` (the
+    row is dropped, and a note says how many were). ``preprocess`` chooses each continuous
+    column's preprocessing (:func:`flowfit.preprocess.make_plan`), decided on the training
+    rows (at most ``PLAN_ROWS`` of them), checked on every row. A table's rows are split into
+    training, ``val_fraction`` for validation and 10% for testing."""
+    if missing not in MISSING_POLICIES:
+        raise InputError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     draw = generated(spec)
     if draw is not None:
-        if columns or given:
-            raise InputError(f"--columns and --given pick columns of a table; {spec!r} is generated data")
+        if columns or given or categorical:
+            raise InputError(f"--columns, --given and --categorical pick table columns; {spec!r} is generated data")
         if preprocess != "auto":
             raise InputError(f"--preprocess applies to tables; {spec!r} is generated data, which it would not change")
         if val_fraction != 0.1:
             raise InputError(f"--val-fraction splits tables; {spec!r} is validated on 10,000 fresh draws")
         return _sampled(spec, draw)
+    if missing == "marginal":
+        raise InputError(
+            "--missing marginal scores rows with missing cells (flowfit density); training needs complete rows: "
+            "use --missing drop"
+        )
     table, names, path, has_header = _open(spec)
     if columns is not None and not columns:
         raise InputError("--columns names no column")
     given = list(given or [])
+    categorical = list(categorical or [])
     pick(names, given, path)
-    columns = list(columns) if columns is not None else [c for c in names if c not in given]
+    pick(names, categorical, path)
+    kinds = table.kinds() if isinstance(table, Table) else dict.fromkeys(names, NUMBER)
+    notes = [] if has_header else [f"{path} has no header row: its columns are {', '.join(names)}, by position"]
+    if columns is None:
+        columns = [c for c in names if c not in given and (kinds[c] == NUMBER or c in categorical)]
+        skipped = [c for c in names if c not in given and c not in columns]
+        if skipped:
+            notes.append(
+                f"skipped the text column(s) {', '.join(skipped)}; name them in --columns to model them as categorical"
+            )
+    else:
+        columns = list(columns)
     pick(names, columns, path)
     overlap = sorted(set(columns) & set(given))
     if overlap:
         raise InputError(f"column(s) {', '.join(overlap)} cannot be both modelled and given")
-    if not columns:
-        raise InputError(f"{path}: no columns left to model")
+    stray = [c for c in categorical if c not in columns]
+    if stray:
+        raise InputError(f"--categorical names {', '.join(map(repr, stray))}, which --columns does not model")
+    text_given = [c for c in given if kinds[c] == TEXT]
+    if text_given:
+        raise InputError(f"{path}: the --given column(s) {', '.join(text_given)} hold text; a given column is numbers")
+    discrete = [c for c in columns if kinds[c] == TEXT or c in categorical]
+    if discrete and given:
+        raise InputError(
+            f"categorical columns ({', '.join(discrete)}) and --given cannot be combined yet: p(c) would ignore "
+            "the given columns"
+        )
+    continuous = [c for c in columns if c not in discrete]
+    if not continuous:
+        raise InputError(f"{path}: no columns left to model" + (" but categorical ones" if discrete else ""))
+    if isinstance(table, Table):
+        integers = [c for c in discrete if kinds[c] == NUMBER]
+        texts = [c for c in discrete if kinds[c] == TEXT]
+        block = table.read_all([*continuous, *given, *integers], texts, keep_missing=missing == "drop")
+        values = torch.from_numpy(block.values)
+        labels = np.empty((len(block), len(discrete)), dtype=object)
+        for k, name in enumerate(discrete):
+            if name in texts:
+                labels[:, k] = block.labels[:, texts.index(name)]
+            else:
+                column = block.values[:, len(continuous) + len(given) + integers.index(name)]
+                labels[:, k] = integer_labels(column, name, path)
+        keep = ~block.missing
+        file_rows = torch.arange(len(keep))
+        if missing == "drop" and not keep.all():
+            notes.append(f"dropped {int((~keep).sum())} of {len(keep)} rows with missing cells (--missing drop)")
+            values, labels = values[torch.from_numpy(keep)], labels[keep]
+            file_rows = file_rows[torch.from_numpy(keep)]
+        table = values[:, : len(continuous) + len(given)]
+        names = [*continuous, *given]
+    else:
+        if discrete:
+            table = _columns(table, pick(names, [*continuous, *given, *discrete], path))
+            table = table.take() if isinstance(table, Rows) else table
+            names = [*continuous, *given, *discrete]
+        labels = np.empty((len(table), len(discrete)), dtype=object)
+        for k, name in enumerate(discrete):
+            labels[:, k] = integer_labels(table[:, names.index(name)].numpy(), name, path)
+        if missing == "error" and (labels == None).any():  # noqa: E711 (continuous NaN: the row checks)
+            row, k = np.argwhere(labels == None)[0]  # noqa: E711
+            raise InputError(f"{path}: row {row + 1}, column {discrete[k]!r} is missing (NaN); {MISSING_HINT}")
+        file_rows = None if isinstance(table, Rows) else torch.arange(len(table))  # rows on disk know theirs
+        if missing == "drop":
+            keep = _complete(table)
+            dropped = int((~keep).sum())
+            if dropped:
+                notes.append(f"dropped {dropped} of {len(keep)} rows with missing cells (--missing drop)")
+                table, labels = select_rows(table, keep.nonzero()[:, 0]), labels[keep.numpy()]
+                file_rows = None if file_rows is None else file_rows[keep]
     if len(table) < 10:
         raise InputError(f"{path}: {len(table)} rows are too few to split into training, validation and test sets")
-    values = _columns(table, pick(names, columns, path))
+    values = _columns(table, pick(names, continuous, path))
     context = _columns(table, pick(names, given, path)) if given else None
-    _check_every_row(values, columns, dtype, path)
+    _check_every_row(values, continuous, dtype, path, file_rows)
     if context is not None:
-        _check_every_row(context, given, dtype, path)
+        _check_every_row(context, given, dtype, path, file_rows)
     if not 0 < val_fraction < 0.9:
         raise InputError(f"--val-fraction {val_fraction} leaves no rows to train on (10% are for testing)")
     order = split(len(table), (1 - val_fraction - 0.1, val_fraction, 0.1), seed=seed)
+    categories = None
+    if discrete:
+        kinds_of = [TEXT_LABELS if kinds[c] == TEXT else INTEGER_LABELS for c in discrete]
+        levels = [sorted_levels(labels[:, k], kind) for k, kind in enumerate(kinds_of)]
+        for name, level in zip(discrete, levels, strict=True):
+            if len(level) > max(50, len(table) // 2):
+                notes.append(
+                    f"the categorical column {name} has {len(level)} levels in {len(table)} rows: nearly an id, "
+                    "which p(c) can say little about"
+                )
+        categories = Categories(discrete, kinds_of, levels)
+        codes = categories.encode(labels, path)
+        categories = Categories.fit(discrete, kinds_of, levels, codes[order[0].items().numpy()])
+        context = categories.one_hot(codes)
     train, val, test = ((select_rows(values, i), None if context is None else select_rows(context, i)) for i in order)
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
         preprocess = TABLE_PREPROCESS[spec]
     lowest = _ranges(values)[0].tolist()
-    plans = make_plan(_in_memory(train, PLAN_ROWS)[0], columns, preprocess, lowest=lowest)
-    for first_row, block in _blocks(values):
-        check_plans(plans, block, columns, first_row)
+    plans = make_plan(_in_memory(train, PLAN_ROWS)[0], continuous, preprocess, lowest=lowest)
+    for first_row, block in _blocks(values, file_rows):
+        check_plans(plans, block, continuous, first_row)
     train_low, train_high = _ranges(train[0])
     # a constant column has no density, unless it is dequantized (then it is uniform noise)
     flat = (train_low == train_high).tolist()
-    constant = [c for c, same, plan in zip(columns, flat, plans, strict=True) if same and not plan.dequantize]
+    constant = [c for c, same, plan in zip(continuous, flat, plans, strict=True) if same and not plan.dequantize]
     if constant:
         raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
-    notes = [] if has_header else [f"{path} has no header row: its columns are {', '.join(names)}, by position"]
     reference = _in_memory(train, 10_000)
-    return Data(path, columns, given, train, _in_memory(val), _in_memory(test), reference, plans, notes=notes)
+    return Data(
+        path,
+        continuous,
+        given,
+        train,
+        _in_memory(val),
+        _in_memory(test),
+        reference,
+        plans,
+        notes=notes,
+        categories=categories,
+    )
+
+
+def _complete(table: Tensor | Rows) -> Tensor:
+    """Which rows of ``table`` hold no NaN (rows on disk are read a block at a time)."""
+    if isinstance(table, Rows):
+        dropped = [rows[torch.isnan(block).any(dim=1)] for rows, block in table.blocks()]
+        return ~torch.isin(table.row_numbers(), torch.cat(dropped))
+    return ~torch.isnan(table).any(dim=1)
 
 
 def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
@@ -173,16 +294,20 @@ def some_rows(spec: str, columns: list[str], given: list[str], n: int, seed: int
     if draw is not None:
         return draw(n, seed=seed).double(), None
     table, names, path, _ = _open(spec)
+    wanted = [*columns, *given]
+    if isinstance(table, Table):  # only these columns are read: the others may hold text
+        table, names = torch.from_numpy(table.read(wanted)), wanted
     index = Permutation(len(table), seed)(torch.arange(min(n, len(table)))).sort().values
-    values = read_rows(_columns(table, pick(names, [*columns, *given], path)), index).double()
+    values = read_rows(_columns(table, pick(names, wanted, path)), index).double()
     if not bool(torch.isfinite(values).all()):
         raise InputError(f"{path}: the columns {', '.join([*columns, *given])} hold NaN or inf")
     return values[:, : len(columns)], values[:, len(columns) :] if given else None
 
 
-def _open(spec: str) -> tuple[Tensor | Rows, list[str], str, bool]:
-    """A bundled table, a ``.npy`` file on disk, or any other table file read in; the last
-    value says whether the column names came from the file (bundled tables have names)."""
+def _open(spec: str) -> tuple[Tensor | Rows | Table, list[str], str, bool]:
+    """A bundled table, a ``.npy`` file on disk, or any other table file opened (its columns
+    are read when asked for); the last value says whether the column names came from the
+    file (bundled tables have names)."""
     if spec in TABLES:
         table, names = TABLES[spec]()
         return table, names, spec, True
@@ -193,7 +318,7 @@ def _open(spec: str) -> tuple[Tensor | Rows, list[str], str, bool]:
         known = ", ".join([*TOYS, *TABLES, "logo", "image:PATH"])
         raise InputError(f"--data {spec!r} is neither a file nor a data set flowfit knows ({known})")
     table = open_table(spec)
-    return torch.from_numpy(table.read()), table.names, spec, table.has_header
+    return table, table.names, spec, table.has_header
 
 
 def fingerprint(spec: str) -> str | None:
@@ -220,18 +345,39 @@ def _columns(table: Tensor | Rows, columns: list[int]) -> Tensor | Rows:
     return table.select(columns) if isinstance(table, Rows) else table[:, columns]
 
 
-def _blocks(values: Tensor | Rows) -> Iterator[tuple[int, Tensor]]:
-    """``(index of the first row, rows)`` blocks of a whole table, in file order."""
+def _blocks(values: Tensor | Rows, file_rows: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+    """``(index in the file of the first row, rows)`` blocks of a whole table, in file order,
+    each a run of consecutive file rows (rows dropped for missing cells break runs), so that
+    an error names the row's place in the file. ``file_rows``: the file row of each row of an
+    in-memory table (default: 0, 1, 2, ...)."""
     if isinstance(values, Rows):
         for rows, block in values.blocks():
-            yield int(rows[0]), block
-    else:
+            yield from _runs(rows, block)
+    elif file_rows is None:
         yield 0, values
+    else:
+        yield from _runs(file_rows, values)
 
 
-def _check_every_row(values: Tensor | Rows, names: list[str], dtype: torch.dtype, source: str) -> None:
-    """Finite, representable in ``dtype``, and resolved by it (rows named as in the file)."""
-    for first_row, block in _blocks(values):
+def _runs(rows: Tensor, block: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """Split ``block`` where its (increasing) file rows ``rows`` skip a number."""
+    breaks = (torch.diff(rows) != 1).nonzero()[:, 0] + 1
+    for part in torch.tensor_split(torch.arange(len(rows)), breaks):
+        if len(part):
+            yield int(rows[part[0]]), block[part]
+
+
+def _check_every_row(
+    values: Tensor | Rows, names: list[str], dtype: torch.dtype, source: str, file_rows: Tensor | None = None
+) -> None:
+    """Finite (a NaN is a missing cell), representable in ``dtype``, and resolved by it (rows
+    named by their place in the file, counted from 1)."""
+    for first_row, block in _blocks(values, file_rows):
+        holes = torch.isnan(block)
+        if bool(holes.any()):
+            row, col = (int(i) for i in holes.nonzero()[0])
+            where = f"{source}: row {first_row + row + 1}, column {names[col]!r}"
+            raise InputError(f"{where} is missing (NaN); {MISSING_HINT}")
         check_values(block, dtype, names, source, first_row)
     check_resolution(*_ranges(values), dtype, names, source)
 

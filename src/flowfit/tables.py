@@ -2,10 +2,17 @@
 
 A table is a file whose rows are samples: CSV/TSV (a first row that is not all numbers is
 the header; a UTF-8 byte-order mark is dropped), ``.npy``, ``.npz`` (its only array, the one
-named ``data``, or ``FILE.npz:NAME``) or ``.parquet`` (numeric columns; needs pyarrow). Every
-value is read as float64 and checked: NaN and inf, ragged or non-numeric lines, complex
-arrays, and duplicate or empty column names are errors that name the file, row and column.
-:func:`check_values` then checks that the values fit the model's dtype.
+named ``data``, or ``FILE.npz:NAME``) or ``.parquet`` (needs pyarrow). Only the columns asked
+for are read: the others may hold anything (an ``id``, words, dates). A column is read as
+numbers (float64) or as labels (text, for a categorical column); :meth:`Table.kinds` says
+which each column holds. Ragged or non-numeric lines, complex arrays, and duplicate or empty
+column names are errors that name the file, row and column.
+
+A *missing* cell is an empty one or one that reads NaN (any case); inf is never missing, it
+is an error. By default a missing cell is an error that names its row and column; readers
+asked to keep them mark them (NaN in numbers, ``None`` in labels) and the caller applies
+the user's policy (``--missing``). :func:`check_values` then checks that the values fit the
+model's dtype.
 
 :class:`Rows` leaves a ``.npy`` file on disk (memory-mapped) and reads a batch at a time.
 """
@@ -19,6 +26,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,18 +37,77 @@ from flowfit.shuffle import Segment
 
 #: Rows read at a time when a table is streamed.
 CHUNK_ROWS = 65536
+#: What a column holds: numbers, or text (labels of a categorical column).
+NUMBER, TEXT = "number", "text"
+#: What a missing cell may be (``--missing``): an error, a dropped row, or (when scoring) a
+#: cell summed out of the likelihood exactly.
+MISSING_POLICIES = ("error", "drop", "marginal")
+#: The advice a missing-cell error ends with.
+MISSING_HINT = "pass --missing drop to leave such rows out"
+
+
+@dataclass
+class RawBlock:
+    """Some consecutive rows of a table, the asked-for columns as the file holds them: for a
+    text file, strings as written; for an array file, float64; for Parquet, float64 or
+    labels (``None`` for a null)."""
+
+    #: the index of the first row (data rows counted from 0)
+    start: int
+    #: the file's line number of each row (text files), for error messages
+    lines: list[int] | None
+    columns: list[np.ndarray]
+    #: the rows whose lines hold an underscore or a non-ASCII character (text files): their
+    #: cells may read as numbers in Python (``1_000``, ``١``) without being plain numbers
+    odd: list[int] | None = None
+
+    def where(self, row: int) -> str:
+        """Where the block's ``row`` is: ``line L`` of a text file, else ``row N`` (from 1)."""
+        return f"line {self.lines[row]}" if self.lines is not None else f"row {self.start + row + 1}"
+
+
+@dataclass
+class Block:
+    """Some consecutive rows of a table read for a model: numbers and labels."""
+
+    #: the index of the first row (data rows counted from 0)
+    start: int
+    #: float64, shape ``(n, number columns)``; NaN marks a missing cell (when kept)
+    values: np.ndarray
+    #: object array of ``str``, shape ``(n, label columns)``; ``None`` marks a missing cell
+    labels: np.ndarray
+    #: the file's line number of each row (text files), for error messages
+    lines: list[int] | None = None
+
+    def where(self, row: int) -> str:
+        """Where the block's ``row`` is: ``line L`` of a text file, else ``row N`` (from 1)."""
+        return f"line {self.lines[row]}" if self.lines is not None else f"row {self.start + row + 1}"
+
+    @property
+    def missing(self) -> np.ndarray:
+        """Which rows have a missing cell, shape ``(n,)``, bool."""
+        return np.isnan(self.values).any(axis=1) | (self.labels == None).any(axis=1)  # noqa: E711
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 @dataclass
 class Table:
-    """A table file opened for reading: its column names, and its rows read lazily."""
+    """A table file opened for reading: its column names, and its rows read lazily (each
+    call of :meth:`chunks` or :meth:`blocks` reads the file again, front to back)."""
 
     #: the file, as the user named it (``FILE.npz:NAME`` included)
     source: str
     names: list[str]
     #: whether the names came from a header row (``False``: ``x0, x1, ...`` by position)
     has_header: bool
-    _blocks: Callable[[int], Iterator[tuple[int, np.ndarray]]]
+    #: ``(rows, column positions) -> blocks`` of the file's raw cells
+    _raw: Callable[[int, list[int]], Iterator[RawBlock]]
+    #: what each column holds, when the file's format says (arrays, Parquet); a text file's
+    #: columns are told by reading them (:meth:`kinds`). Parquet types that are neither
+    #: numbers nor text are named here ("timestamp[ns]") and refused when asked for.
+    _known_kinds: list[str] | None = None
 
     def __post_init__(self) -> None:
         for j, name in enumerate(self.names):
@@ -52,26 +119,137 @@ class Table:
                 raise InputError(f"{self.source}: the header names column {name!r} twice; column names must be unique")
             seen.add(name)
 
-    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index of the first row, float64 values)`` blocks of at most ``rows`` rows, each
-        checked for NaN and inf (the error names the row, counting data rows from 1)."""
-        for start, block in self._blocks(rows):
-            block = np.array(block, dtype=np.float64)  # a copy: memory-mapped rows are read-only
-            bad = ~np.isfinite(block)
-            if bad.any():
-                row, col = np.argwhere(bad)[0]
-                raise InputError(
-                    f"{self.source}: row {start + row + 1}, column {self.names[col]!r} is {block[row, col]} "
-                    "(NaN and inf are not data)"
-                )
-            yield start, block
+    def kinds(self, columns: Sequence[str] | None = None) -> dict[str, str]:
+        """What each of ``columns`` (default: all) holds: :data:`NUMBER` when every cell that
+        is not missing reads as a plain number, else :data:`TEXT` (a text file is read
+        through once to tell; an array file holds numbers). A Parquet column of another type
+        (dates, lists) is an error once asked for."""
+        columns = list(self.names if columns is None else columns)
+        positions = pick(self.names, columns, self.source)
+        if self._known_kinds is not None:
+            kinds = {name: self._known_kinds[j] for name, j in zip(columns, positions, strict=True)}
+            for name, kind in kinds.items():
+                if kind not in (NUMBER, TEXT):
+                    raise InputError(
+                        f"{self.source}: column {name!r} holds {kind}, neither numbers nor text; "
+                        "drop it, convert it, or leave it out of --columns"
+                    )
+            return kinds
+        text = [False] * len(columns)
+        for raw in self._raw(CHUNK_ROWS, positions):
+            for k, cells in enumerate(raw.columns):
+                if not text[k]:
+                    text[k] = _first_not_a_number(cells, raw.odd, _all_numbers(cells)) is not None
+        return {name: TEXT if is_text else NUMBER for name, is_text in zip(columns, text, strict=True)}
 
-    def read(self) -> np.ndarray:
-        """Every row, float64, shape ``(rows, len(names))``."""
-        blocks = [block for _, block in self.chunks()]
+    def blocks(
+        self,
+        numbers: Sequence[str],
+        labels: Sequence[str] = (),
+        rows: int = CHUNK_ROWS,
+        keep_missing: bool = False,
+    ) -> Iterator[Block]:
+        """Blocks of at most ``rows`` rows: the ``numbers`` columns as float64 and the
+        ``labels`` columns as text. A cell of a ``numbers`` column that is not a number, an
+        inf, or (unless ``keep_missing``) a missing cell is an error naming the row and the
+        column; kept missing cells are NaN or ``None`` (see :attr:`Block.missing`)."""
+        numbers, labels = list(numbers), list(labels)
+        positions = pick(self.names, numbers + labels, self.source)
+        for raw in self._raw(rows, positions):
+            values = [
+                self._numbers(raw, cells, name)
+                for name, cells in zip(numbers, raw.columns[: len(numbers)], strict=True)
+            ]
+            texts = [self._labels(cells) for cells in raw.columns[len(numbers) :]]
+            size = len(raw.columns[0]) if raw.columns else 0
+            block = Block(
+                raw.start,
+                np.column_stack(values) if values else np.zeros((size, 0)),
+                np.column_stack(texts) if texts else np.empty((size, 0), dtype=object),
+                raw.lines,
+            )
+            if not keep_missing and block.missing.any():
+                row = int(np.argmax(block.missing))
+                holes = [*np.isnan(block.values[row]), *(block.labels[row] == None)]  # noqa: E711
+                column = holes.index(True)
+                what = ""
+                if column < len(numbers):
+                    cell = raw.columns[column][row]
+                    what = " (empty)" if isinstance(cell, str) and not cell.strip() else " (NaN)"
+                raise InputError(
+                    f"{self.source}: {raw.where(row)}, column {[*numbers, *labels][column]!r} is missing{what}; "
+                    f"{MISSING_HINT}"
+                )
+            yield block
+
+    def chunks(self, rows: int = CHUNK_ROWS, columns: Sequence[str] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index of the first row, float64 values)`` blocks of at most ``rows`` rows of
+        ``columns`` (default: all), each checked: a missing cell, NaN or inf is an error that
+        names the row (counting data rows from 1) and the column."""
+        for block in self.blocks(self.names if columns is None else columns, rows=rows):
+            yield block.start, block.values
+
+    def read(self, columns: Sequence[str] | None = None) -> np.ndarray:
+        """Every row of ``columns`` (default: all), float64, shape ``(rows, columns)``."""
+        blocks = [block for _, block in self.chunks(columns=columns)]
         if not blocks:
             raise InputError(f"{self.source}: the file has no data rows")
         return np.concatenate(blocks)
+
+    def read_all(self, numbers: Sequence[str], labels: Sequence[str] = (), keep_missing: bool = False) -> Block:
+        """Every row, as one :class:`Block` (see :meth:`blocks`)."""
+        blocks = list(self.blocks(numbers, labels, keep_missing=keep_missing))
+        if not blocks:
+            raise InputError(f"{self.source}: the file has no data rows")
+        return Block(0, np.concatenate([b.values for b in blocks]), np.concatenate([b.labels for b in blocks]))
+
+    def _numbers(self, raw: RawBlock, cells: np.ndarray, name: str) -> np.ndarray:
+        """A column of a raw block as float64: checked, NaN for a missing cell."""
+        if cells.dtype == object:  # Parquet text
+            raise InputError(
+                f"{self.source}: column {name!r} holds string, not numbers; "
+                "leave it out of --columns, or model it as a categorical column"
+            )
+        if cells.dtype.kind in "US":
+            try:  # the common case: every cell a number, read in one pass
+                values = cells.astype(np.float64)
+            except ValueError:
+                values = None
+            bad = _first_not_a_number(cells, raw.odd, values is not None)
+            if bad is not None:
+                cell = str(cells[bad]).strip()
+                what = "is not a plain number" if _reads_as_number(cell) else "is not a number"
+                raise InputError(f"{self.source}: {raw.where(bad)}, column {name!r}: {cell!r} {what}")
+            if values is None:  # empty cells: missing
+                stripped = np.char.strip(cells)
+                values = np.where(stripped == "", "nan", stripped).astype(np.float64)
+            _check_no_underflow(self.source, raw, cells, values, name)
+        else:
+            values = np.asarray(cells, dtype=np.float64)
+        infinite = np.isinf(values)
+        if infinite.any():
+            row = int(np.argmax(infinite))
+            raise InputError(
+                f"{self.source}: {raw.where(row)}, column {name!r} is {values[row]} (NaN and inf are not data)"
+            )
+        return values
+
+    @staticmethod
+    def _labels(cells: np.ndarray) -> np.ndarray:
+        """A column of a raw block as labels (``str``; ``None`` for a missing cell); numbers
+        (an array file's) are written as integers when they are whole."""
+        if cells.dtype.kind == "f":
+            return np.array([_number_label(v) for v in cells.tolist()], dtype=object)
+        text = np.array([None if v is None else str(v).strip() for v in cells.tolist()], dtype=object)
+        text[[v is not None and (not v or v.lower() == "nan") for v in text]] = None
+        return text
+
+
+def _number_label(value: float) -> str | None:
+    """A number as a label: whole numbers as integers (``3``), others as written by repr."""
+    if math.isnan(value):
+        return None
+    return str(int(value)) if math.isfinite(value) and value == int(value) else repr(value)
 
 
 def open_table(spec: str | Path) -> Table:
@@ -79,27 +257,29 @@ def open_table(spec: str | Path) -> Table:
     path, key = split_spec(str(spec))
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    if path.suffix in (".npy", ".npz", ".parquet"):
-        values, names = _read_parquet(path) if path.suffix == ".parquet" else _read_array(path, key)
-        has_header = path.suffix == ".parquet"
+    if path.suffix == ".parquet":
+        return _open_parquet(path)
+    if path.suffix in (".npy", ".npz"):
+        values, names = _read_array(path, key)
 
-        def blocks(rows: int) -> Iterator[tuple[int, np.ndarray]]:
-            return ((start, values[start : start + rows]) for start in range(0, len(values), rows))
+        def raw(rows: int, positions: list[int]) -> Iterator[RawBlock]:
+            for start in range(0, len(values), rows):
+                part = values[start : start + rows]
+                yield RawBlock(start, None, [np.asarray(part[:, j], dtype=np.float64) for j in positions])
 
-        return Table(str(spec), names, has_header, blocks)
+        return Table(str(spec), names, False, raw, [NUMBER] * len(names))
     if key is not None:
         raise InputError(f"{spec}: only .npz files hold named arrays")
     return _open_delimited(path)
 
 
 def load_table(spec: str | Path, columns: Sequence[str] | None = None) -> tuple[Tensor, list[str]]:
-    """Read a whole table (see :func:`open_table`): a float64 tensor ``(n, d)`` and the
-    column names; ``columns`` picks columns by name."""
+    """Read a whole table of numbers (see :func:`open_table`): a float64 tensor ``(n, d)``
+    and the column names; ``columns`` picks columns by name (the others are not read, and
+    may hold text)."""
     table = open_table(spec)
-    values, names = table.read(), table.names
-    if columns is not None:
-        values, names = values[:, pick(names, columns, table.source)], list(columns)
-    return torch.from_numpy(np.ascontiguousarray(values)), names
+    names = list(table.names if columns is None else columns)
+    return torch.from_numpy(np.ascontiguousarray(table.read(names))), names
 
 
 def pick(names: Sequence[str], wanted: Sequence[str], source: str) -> list[int]:
@@ -156,8 +336,11 @@ def _read_array(path: Path, key: str | None = None) -> tuple[np.ndarray, list[st
     return values, [f"x{j}" for j in range(values.shape[1])]
 
 
-def _read_parquet(path: Path) -> tuple[np.ndarray, list[str]]:
+def _open_parquet(path: Path) -> Table:
+    """A Parquet file: numeric columns as float64 (a null is missing), text and dictionary
+    (categorical) columns as labels, other types named (and refused when asked for)."""
     try:
+        import pyarrow as pa
         import pyarrow.parquet as parquet
         import pyarrow.types as types
     except ImportError:
@@ -166,98 +349,133 @@ def _read_parquet(path: Path) -> tuple[np.ndarray, list[str]]:
         table = parquet.read_table(path)
     except Exception as error:  # pyarrow raises several unrelated types for a bad file
         raise InputError(f"{path}: not a readable Parquet file ({error})") from None
-    kinds = (types.is_integer, types.is_floating, types.is_boolean, types.is_decimal)
-    for field in table.schema:
-        if not any(kind(field.type) for kind in kinds):
-            raise InputError(
-                f"{path}: column {field.name!r} holds {field.type}, not numbers; "
-                "flowfit reads tables of numbers: drop or convert it"
-            )
+    numeric = (types.is_integer, types.is_floating, types.is_boolean, types.is_decimal)
+    textual = (types.is_string, types.is_large_string)
+
+    def kind(field_type: Any) -> str:
+        if any(test(field_type) for test in numeric):
+            return NUMBER
+        if any(test(field_type) for test in textual) or (
+            types.is_dictionary(field_type) and any(test(field_type.value_type) for test in textual)
+        ):
+            return TEXT
+        return str(field_type)
+
+    kinds = [kind(field.type) for field in table.schema]
     names = [field.name for field in table.schema]
-    columns = [table.column(n).cast("float64").to_numpy(zero_copy_only=False) for n in names]
-    return np.column_stack(columns).astype(np.float64), names
+    if table.num_rows == 0:
+        raise InputError(f"{path}: the file has no data rows")
+    cache: dict[int, np.ndarray] = {}
+
+    def column(j: int) -> np.ndarray:
+        if j not in cache:
+            if kinds[j] == NUMBER:
+                cache[j] = table.column(j).cast("float64").to_numpy(zero_copy_only=False).astype(np.float64)
+            elif kinds[j] == TEXT:
+                cache[j] = np.array(table.column(j).cast(pa.string()).to_pylist(), dtype=object)
+            else:
+                raise InputError(
+                    f"{path}: column {names[j]!r} holds {kinds[j]}, neither numbers nor text; "
+                    "drop it, convert it, or leave it out of --columns"
+                )
+        return cache[j]
+
+    def raw(rows: int, positions: list[int]) -> Iterator[RawBlock]:
+        for start in range(0, table.num_rows, rows):
+            yield RawBlock(start, None, [column(j)[start : start + rows] for j in positions])
+
+    return Table(str(path), names, True, raw, kinds)
 
 
 def _open_delimited(path: Path) -> Table:
-    """A CSV/TSV file: the header (if any) now, the rows lazily."""
+    """A CSV/TSV file: the header (if any) now, the rows lazily (the file is opened again
+    for each pass over them)."""
+
+    def numbered_lines(handle: Any) -> Iterator[tuple[int, str]]:
+        return ((number, line) for number, line in enumerate(handle, start=1) if line.strip())
+
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-        numbered = ((number, line) for number, line in enumerate(handle, start=1) if line.strip())
-        first = next(numbered, None)
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            first = next(numbered_lines(handle), None)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
     if first is None:
-        handle.close()
         raise InputError(f"{path}: the file is empty")
     delimiter = "\t" if path.suffix == ".tsv" or ("\t" in first[1] and "," not in first[1]) else ","
     cells = next(csv.reader([first[1]], delimiter=delimiter))
-    has_header = not all(_is_number(cell) for cell in cells)
+    has_header = not all(_reads_as_number(cell) or not cell.strip() for cell in cells)
     names = [c.strip() for c in cells] if has_header else [f"x{j}" for j in range(len(cells))]
-    pending = [] if has_header else [first]
-    started = False
 
-    def blocks(rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        nonlocal started
-        if started:
-            raise RuntimeError("the rows of a text table can be read once")
-        started = True
-        rows_read, block = 0, list(pending)
-        with handle:
+    def raw(rows: int, positions: list[int]) -> Iterator[RawBlock]:
+        rows_read, block = 0, []
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            lines = numbered_lines(handle)
+            if has_header:
+                next(lines)
             try:
-                for item in numbered:
+                for item in lines:
                     block.append(item)
                     if len(block) == rows:
-                        yield rows_read, _parse(path, block, names, delimiter)
+                        yield _split(path, rows_read, block, len(names), delimiter, positions)
                         rows_read, block = rows_read + len(block), []
             except UnicodeDecodeError:
                 raise InputError(f"{path}: not a text file") from None
-            if block:
-                yield rows_read, _parse(path, block, names, delimiter)
+        if block:
+            yield _split(path, rows_read, block, len(names), delimiter, positions)
 
-    try:
-        return Table(str(path), names, has_header, blocks)
-    except InputError:
-        handle.close()
-        raise
+    return Table(str(path), names, has_header, raw)
 
 
-def _parse(path: Path, block: list[tuple[int, str]], names: list[str], delimiter: str) -> np.ndarray:
-    """Parse numbered lines into a float array; on failure, name the first bad line and cell."""
-    for number, line in block:  # float() also reads "1_000" and non-ASCII digits: a typo, not a number
-        if "_" in line or not line.isascii():
-            cells = next(csv.reader([line], delimiter=delimiter))
-            cell = next(c for c in cells if "_" in c or not c.isascii())
-            raise InputError(f"{path}: line {number}: {cell.strip()!r} is not a plain number")
+def _split(
+    path: Path, start: int, block: list[tuple[int, str]], width: int, delimiter: str, positions: list[int]
+) -> RawBlock:
+    """Numbered lines into the cells of the columns at ``positions`` (strings as written);
+    a line with the wrong number of fields is an error that names it."""
     rows = list(csv.reader((line for _, line in block), delimiter=delimiter))
+    if any(len(row) != width for row in rows):
+        number, row = next((number, row) for (number, _), row in zip(block, rows, strict=True) if len(row) != width)
+        raise InputError(f"{path}: line {number} has {len(row)} fields, expected {width}")
+    cells = np.array(rows, dtype=str).reshape(len(rows), width)
+    odd = [i for i, (_, line) in enumerate(block) if "_" in line or not line.isascii()]
+    return RawBlock(start, [number for number, _ in block], [cells[:, j] for j in positions], odd)
+
+
+def _first_not_a_number(cells: np.ndarray, odd: list[int] | None = None, all_numbers: bool = False) -> int | None:
+    """The position of the first cell of a text column that is neither missing (empty, NaN)
+    nor a plain number (``1_000`` and non-ASCII digits, which Python reads, are not), or None.
+    ``odd``: the only rows that can hold an underscore or a non-ASCII character (default:
+    any); ``all_numbers``: every cell is known to read as a number."""
+    if not all_numbers:
+        stripped = np.char.strip(cells)
+        try:
+            np.where(stripped == "", "nan", stripped).astype(np.float64)
+        except ValueError:
+            return next(i for i, cell in enumerate(stripped) if cell and not _reads_as_number(cell))
+    rows = range(len(cells)) if odd is None else odd
+    return next((i for i in rows if "_" in cells[i] or not str(cells[i]).isascii()), None)
+
+
+def _all_numbers(cells: np.ndarray) -> bool:
+    """Whether every cell of a text column reads as a number (the fast test)."""
     try:
-        values = np.array(rows, dtype=np.float64)
+        cells.astype(np.float64)
     except ValueError:
-        values = None
-    if values is not None and values.ndim == 2 and values.shape[1] == len(names):
-        _check_no_underflow(path, block, rows, names, values)
-        return values
-    for (number, _), row in zip(block, rows, strict=True):
-        if len(row) != len(names):
-            raise InputError(f"{path}: line {number} has {len(row)} fields, expected {len(names)}")
-        for name, cell in zip(names, row, strict=True):
-            if not _is_number(cell):
-                raise InputError(f"{path}: line {number}, column {name!r}: {cell.strip()!r} is not a number")
-    raise InputError(f"{path}: could not read the lines {block[0][0]}..{block[-1][0]}")
+        return False
+    return True
 
 
-def _check_no_underflow(
-    path: Path, block: list[tuple[int, str]], rows: list[list[str]], names: list[str], values: np.ndarray
-) -> None:
+def _check_no_underflow(source: str, raw: RawBlock, cells: np.ndarray, values: np.ndarray, name: str) -> None:
     """Refuse a nonzero number that float64 reads as 0 (``1e-400``); ``1e400`` becomes inf and is
     refused with the other non-finite values."""
-    for i, j in np.argwhere(values == 0):
-        cell = rows[i][j].strip()
+    for i in np.flatnonzero(values == 0):
+        cell = str(cells[i]).strip()
         if any(digit in "123456789" for digit in cell.lower().partition("e")[0]):
-            line, name = block[i][0], names[j]
-            raise InputError(f"{path}: line {line}, column {name!r}: {cell!r} is too small for float64 (it reads as 0)")
+            raise InputError(
+                f"{source}: {raw.where(int(i))}, column {name!r}: {cell!r} is too small for float64 (it reads as 0)"
+            )
 
 
-def _is_number(cell: str) -> bool:
+def _reads_as_number(cell: str) -> bool:
     try:
         float(cell)
     except ValueError:
@@ -471,10 +689,10 @@ class Rows:
             bad = ~torch.isfinite(block)
             if bad.any():
                 row, col = (int(i) for i in bad.nonzero()[0])
-                raise InputError(
-                    f"{self.name}: row {int(rows[row]) + 1}, column {self.columns[col]} is "
-                    f"{block[row, col].item()} (NaN and inf are not data)"
-                )
+                where = f"{self.name}: row {int(rows[row]) + 1}, column {self.columns[col]}"
+                if torch.isnan(block[row, col]):
+                    raise InputError(f"{where} is missing (NaN); {MISSING_HINT}")
+                raise InputError(f"{where} is {block[row, col].item()} (NaN and inf are not data)")
             low, high = torch.minimum(low, block.min(dim=0).values), torch.maximum(high, block.max(dim=0).values)
         self._ranges = (low, high)
         return low, high
