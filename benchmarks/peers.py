@@ -2,8 +2,9 @@
 
 The peers are installed into their own environment, ``benchmarks/.peers-venv`` (ignored by
 git; never a dependency of flowfit): this script creates it on first use (torch==2.13.0 from
-pip, the three libraries at the versions of ``../shared/reference/peers-two-moons.md``, and
-flowfit itself, editable) and then re-runs itself there.
+pip, flowfit itself, editable, and the three libraries at the versions of
+``../shared/reference/peers-two-moons.md``; ``fm_peers.py`` adds the flow-matching libraries to
+the same environment) and then re-runs itself there.
 
 Models, built with each library's own API: RealNVP with 6 affine couplings of MLP 2x256
 (alternating halves) and NSF with 4 rational-quadratic coupling transforms, 8 bins, MLP 2x128,
@@ -42,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,19 +53,48 @@ LIBRARIES = ["flowfit", "nflows", "normflows", "zuko"]
 POINTS = 100_000
 
 
-def ensure_environment() -> None:
-    """Create the peers' environment if needed and re-run this script inside it (pip reads
-    ``PIP_FIND_LINKS`` and ``PIP_NO_INDEX``: a machine without network installs from wheels)."""
+def ensure_environment(
+    script: str = __file__, packages: Sequence[str] = PEERS, no_deps: Sequence[str] = (), deps: Sequence[str] = ()
+) -> None:
+    """Create the peers' environment if needed, install what it lacks of ``packages`` (and of
+    ``no_deps``, without their requirements, then ``deps``), and re-run ``script`` inside it.
+
+    torch goes in first, as exactly ``torch==2.13.0`` (the CPU wheel), so that nothing installed
+    after it pulls another build; ``no_deps`` is for libraries whose requirements would. pip
+    reads ``PIP_FIND_LINKS`` and ``PIP_NO_INDEX``: a machine without network installs from wheels."""
     python = VENV / "bin" / "python"
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet"]
         subprocess.run([*pip, "torch==2.13.0"], check=True)
-        subprocess.run([*pip, *PEERS], check=True)
         subprocess.run([*pip, "-e", str(ROOT)], check=True)
-    os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+    if missing := absent(python, packages):
+        subprocess.run([*pip, *missing], check=True)
+    if missing := absent(python, no_deps):
+        subprocess.run([*pip, "--no-deps", *missing], check=True)
+        subprocess.run([*pip, *deps], check=True)
+    os.execv(str(python), [str(python), script, *sys.argv[1:]])
+
+
+def absent(python: Path, requirements: Sequence[str]) -> list[str]:
+    """The ``name==version`` requirements not installed at that version in ``python``'s environment."""
+    check = (
+        "import importlib.metadata as m, sys\n"
+        "for r in sys.argv[1:]:\n"
+        "    name, version = r.split('==')\n"
+        "    try:\n"
+        "        ok = m.version(name) == version\n"
+        "    except m.PackageNotFoundError:\n"
+        "        ok = False\n"
+        "    if not ok:\n"
+        "        print(r)\n"
+    )
+    if not requirements:
+        return []
+    result = subprocess.run([str(python), "-c", check, *requirements], check=True, capture_output=True, text=True)
+    return result.stdout.split()
 
 
 # -- the models, each with its library's own API ------------------------------------------
