@@ -35,7 +35,7 @@ docs: $(STAMP)
 figures: demo demo-image
 	cp runs/demo/samples.png runs/demo/density.png runs/demo/layers.png runs/demo/flow.gif \
 	   runs/demo/loss.png runs/demo/loglik.png docs/
-	cp runs/logo/flow.gif docs/logo.gif
+	$(BIN)/flowfit animate --model runs/logo --out docs/logo.gif --frames 60 --seed 0 --force
 	cp runs/logo/layers.png docs/logo_layers.png
 	$(BIN)/flowfit explore --model runs/demo --out runs/demo/explore.html --force
 	$(BIN)/python examples/explore_screenshot.py runs/demo/explore.html docs/explore.png

@@ -14,6 +14,7 @@ second.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -28,8 +29,9 @@ from flowfit.train import nll
 TARGET = 0.35
 
 
-def run(objective: str, steps: int | None, val_points: int) -> dict:
+def run(objective: str, steps: int | None, val_points: int, changes: tuple[dict, dict] = ({}, {})) -> dict:
     architecture, defaults = flowfit.CNF.defaults_for(objective)
+    architecture, defaults = architecture | changes[0], defaults | changes[1]
     steps = steps or defaults["steps"]
     tracking = datasets.moons(val_points, seed=VAL_SEED + 7)
     start = time.perf_counter()
@@ -52,9 +54,7 @@ def run(objective: str, steps: int | None, val_points: int) -> dict:
     flowfit.fit(
         flow,
         lambda n: datasets.moons(n),
-        steps=steps,
-        batch_size=defaults["batch_size"],
-        lr=defaults["lr"],
+        **(defaults | {"steps": steps}),
         seed=0,
         objective=objective,
         callback=track,
@@ -93,6 +93,12 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="+", default=["mle", "fm"])
     parser.add_argument("--steps", type=int, help="override the default number of steps")
     parser.add_argument("--val-points", type=int, default=5000)
+    parser.add_argument(
+        "--change",
+        nargs=2,
+        metavar=("ARCHITECTURE", "TRAINING"),
+        help="JSON objects changing the defaults, e.g. '{\"kinetic_penalty\": 0.01}' '{\"steps\": 2000}'",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -105,7 +111,8 @@ def main() -> None:
     ]
     results = {}
     for objective in args.objectives:
-        r = run(objective, args.steps, args.val_points)
+        changes = tuple(json.loads(c) for c in args.change) if args.change else ({}, {})
+        r = run(objective, args.steps, args.val_points, changes)
         results[objective] = r
         to_target = f"{r['to_target_s']:.0f}" if r["to_target_s"] is not None else "not reached"
         rows.append(
@@ -123,7 +130,8 @@ def main() -> None:
         *rows,
         "",
         f"Entropy floor on the same test points: {floor:.4f} nats. torch {torch.__version__}, "
-        f"{args.threads} threads; dopri5 at rtol = atol = 1e-5; exact trace.",
+        f"{args.threads} threads; dopri5 at rtol = atol = 1e-5; exact trace."
+        + (f" Defaults changed: {args.change[0]} (architecture), {args.change[1]} (training)." if args.change else ""),
     ]
     mle, fm = results.get("mle"), results.get("fm")
     if mle and fm and fm["to_target_s"]:

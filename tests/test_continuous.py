@@ -250,3 +250,24 @@ def test_path_penalties_are_the_integrals_they_name() -> None:
     torch.testing.assert_close(loss, -flow.log_prob(x).mean() + penalty)
     loss.backward()  # and differentiable
     assert all(p.grad is not None for p in layer.field.parameters())
+
+
+def test_the_training_tolerance_applies_only_while_training() -> None:
+    loose = random_cnf(tolerance=1e-10, train_tolerance=1e-2)
+    exact = random_cnf(tolerance=1e-10)
+    exact.load_state_dict(loose.state_dict())
+    x = torch.randn(50, 2, dtype=torch.float64)
+    layer = loose.layers[0]
+    loose.train()
+    before = layer.evaluations
+    cheap_loss = loose.loss(x)
+    cheap = layer.evaluations - before
+    exact.train()
+    before = exact.layers[0].evaluations
+    accurate_loss = exact.loss(x)
+    assert cheap < exact.layers[0].evaluations - before  # fewer steps while training ...
+    assert abs((cheap_loss - accurate_loss).item()) < 1e-2  # ... to about the tolerance asked for
+    loose.eval()
+    torch.testing.assert_close(loose.log_prob(x), exact.log_prob(x))  # evaluation keeps rtol, atol
+    with pytest.raises(ValueError, match="train_tolerance"):
+        flowfit.CNF(2, train_tolerance=0.0)

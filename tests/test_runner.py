@@ -48,6 +48,25 @@ def houses(tmp_path, bad_row: int | None = None, value: float = 0.0):
     return path
 
 
+def interrupt_training_at_step_4(monkeypatch) -> object:
+    """Make the runner's training raise Ctrl-C at step 4 (a run to resume); returns the real ``fit``."""
+    import signal as signals
+
+    from flowfit import runner
+
+    real_fit = runner.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(step, _flow):
+            if step == 4:
+                signals.raise_signal(signals.SIGINT)
+
+        return real_fit(*args, **kwargs, callback=stop)
+
+    monkeypatch.setattr(runner, "fit", interrupted_fit)
+    return real_fit
+
+
 @pytest.mark.parametrize("split", ["validation", "test"])
 def test_every_row_is_checked_against_the_preprocessing(tmp_path, split: str) -> None:
     """A price of 0 in a ``log`` column, in a row of the validation or test split: training
@@ -193,22 +212,12 @@ def test_sigterm_keeps_a_resumable_checkpoint(tmp_path) -> None:
 
 def test_resume_refuses_data_that_changed_and_keeps_the_columns_it_started_with(tmp_path, monkeypatch) -> None:
     """Rows added to the file, or its columns reordered, and --resume carried on silently."""
-    import signal as signals
 
     from flowfit import runner
 
     data = houses(tmp_path)
     out = tmp_path / "run"
-    real_fit = runner.fit
-
-    def interrupted_fit(*args, **kwargs):
-        def stop(step, _flow):
-            if step == 4:
-                signals.raise_signal(signals.SIGINT)
-
-        return real_fit(*args, **kwargs, callback=stop)
-
-    monkeypatch.setattr(runner, "fit", interrupted_fit)
+    real_fit = interrupt_training_at_step_4(monkeypatch)
     assert run("train", "--data", data, "--steps", "40", "--val-every", "2", "--out", out, *SMALL).exit_code == 130
     monkeypatch.setattr(runner, "fit", real_fit)
     assert RunSettings.load(out).columns == ["area", "price"]  # resolved when the run started
@@ -309,7 +318,6 @@ def test_warnings_are_one_line_like_errors(tmp_path, monkeypatch) -> None:
 
 
 def test_a_run_with_categories_and_dropped_rows_resumes_with_them(tmp_path, monkeypatch) -> None:
-    import signal as signals
 
     from flowfit import runner
     from flowfit.categories import categories_of
@@ -323,16 +331,7 @@ def test_a_run_with_categories_and_dropped_rows_resumes_with_them(tmp_path, monk
     data = tmp_path / "t.csv"
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
-    real_fit = runner.fit
-
-    def interrupted_fit(*args, **kwargs):
-        def stop(step, _flow):
-            if step == 4:
-                signals.raise_signal(signals.SIGINT)
-
-        return real_fit(*args, **kwargs, callback=stop)
-
-    monkeypatch.setattr(runner, "fit", interrupted_fit)
+    real_fit = interrupt_training_at_step_4(monkeypatch)
     arguments = ("--data", data, "--columns", "x,colour,y", "--missing", "drop", "--steps", "20", "--val-every", "2")
     assert run("train", *arguments, "--out", out, *SMALL).exit_code == 130
     monkeypatch.setattr(runner, "fit", real_fit)

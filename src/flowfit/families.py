@@ -337,15 +337,24 @@ class CNF(Flow):
     ``fourier`` and ``fourier_scale`` give the vector field random Fourier features,
     ``pairing="ot"`` pairs noise with data by minibatch optimal transport while flow matching,
     and ``sample_method``/``sample_steps`` give samples (and ``z_t`` paths, which need no
-    trace) a fixed-step solver apart from the likelihood's; ``kinetic_penalty`` and
-    ``jacobian_penalty`` regularize maximum-likelihood training (Finlay et al. 2020): see
+    trace) a fixed-step solver apart from the likelihood's; ``train_tolerance`` loosens the
+    solve of maximum-likelihood training, and ``kinetic_penalty`` and ``jacobian_penalty``
+    regularize it (Finlay et al. 2020): see
     :class:`~flowfit.continuous.ContinuousFlow`."""
 
-    training_defaults: ClassVar[dict[str, Any]] = {"steps": 1000, "batch_size": 512, "lr": 3e-3}
-    #: flow matching: cheap steps, many of them, and a wider field (the regression needs it)
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 6000, "batch_size": 256, "lr": 3e-3}
+    #: maximum likelihood: the paths regularized as in Finlay et al. (2020) and a looser solve
+    #: while training, so that a step costs a third (benchmarks/continuous.py)
+    likelihood_defaults: ClassVar[dict[str, Any]] = {
+        "kinetic_penalty": 0.01,
+        "jacobian_penalty": 0.01,
+        "train_tolerance": 1e-3,
+    }
+    #: flow matching: cheap steps, many of them, a wider field with Fourier features (thin
+    #: strokes are not smooth), and samples by 16 steps of rk4 (benchmarks/pictures.py)
     flow_matching_defaults: ClassVar[tuple[dict[str, Any], dict[str, Any]]] = (
-        {"hidden": (128, 128, 128)},
-        {"steps": 40000, "batch_size": 512, "lr": 2e-3},
+        {"hidden": (128, 128, 128), "fourier": 128, "fourier_scale": 2.0, "sample_method": "rk4"},
+        {"steps": 120000, "batch_size": 1024, "lr": 2e-3},
     )
 
     def __init__(
@@ -365,6 +374,7 @@ class CNF(Flow):
         pairing: str = "independent",
         sample_method: str | None = None,
         sample_steps: int = 16,
+        train_tolerance: float | None = None,
         kinetic_penalty: float = 0.0,
         jacobian_penalty: float = 0.0,
         preprocess: Preprocess = (),
@@ -380,7 +390,8 @@ class CNF(Flow):
         check_parameters(mlp_parameters(dim + 2 * fourier + 9 + parts.features, dim, hidden), "this CNF")
         layer = ContinuousFlow(
             dim, hidden, parts.features, activation, method, rtol, atol, trace, adjoint,
-            fourier, fourier_scale, pairing, sample_method, sample_steps, kinetic_penalty, jacobian_penalty,
+            fourier, fourier_scale, pairing, sample_method, sample_steps, train_tolerance,
+            kinetic_penalty, jacobian_penalty,
         )  # fmt: skip
         super().__init__(**parts.flow_arguments([layer], base, standardize=False))
 
@@ -389,7 +400,7 @@ class CNF(Flow):
         if objective == "fm":
             architecture, training = cls.flow_matching_defaults
             return dict(architecture), dict(training)
-        return super().defaults_for(objective)
+        return dict(cls.likelihood_defaults), dict(cls.training_defaults)
 
 
 # -- the registry ------------------------------------------------------------------------------

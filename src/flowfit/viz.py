@@ -195,7 +195,7 @@ def animate(
     hold: int = 4,
     note: str = "",
     size: float = 4.0,
-    dpi: int = 80,
+    dpi: int = 100,
     density: tuple[Bounds, float] | None = None,
 ) -> Path:
     """A GIF of points moving through ``states``: ``hold`` still frames on each ``z_i`` and
@@ -211,7 +211,7 @@ def animate(
     arrays = [s.detach().cpu().double().numpy() for s in states]
     if density is None:
         bounds = bounds_of(*states, quantile=0.002)
-        fig, ax = plt.subplots(figsize=(size, size))
+        fig, ax = plt.subplots(figsize=(size, size), dpi=dpi)
         ax.set_xlim(bounds[:2])
         ax.set_ylim(bounds[2:])
         ax.set_aspect(axis_aspect(bounds))
@@ -224,8 +224,15 @@ def animate(
         bounds, cell = density
         edges = [np.arange(low, high + cell / 2, cell) for low, high in (bounds[:2], bounds[2:])]
         width, height = bounds[1] - bounds[0], bounds[3] - bounds[2]
-        fig, ax = plt.subplots(figsize=(size * max(1.0, width / height), size * max(1.0, height / width)))
-        image = ax.imshow(np.zeros((len(edges[1]) - 1, len(edges[0]) - 1)), extent=bounds, origin="lower", cmap="magma")
+        inches = (1.6 * size if max(width, height) > 1.5 * min(width, height) else size) / max(width, height)
+        fig, ax = plt.subplots(figsize=(inches * width, inches * height + 0.8), dpi=dpi)  # + the title and note
+        image = ax.imshow(
+            np.zeros((len(edges[1]) - 1, len(edges[0]) - 1)),
+            extent=bounds,
+            origin="lower",
+            cmap="magma",
+            interpolation="nearest",
+        )
         ax.set_aspect("equal")
 
         def show(points: np.ndarray) -> None:
@@ -244,7 +251,7 @@ def animate(
         ax.set_title(title, fontsize=9)
         fig.canvas.draw()
         rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
-        frames.append(rgb.quantize(colors=128, method=Image.Quantize.MEDIANCUT))
+        frames.append(rgb.quantize(colors=128 if density is None else 48, method=Image.Quantize.MEDIANCUT))
 
     for i in range(len(arrays)):
         for _ in range(hold if i in (0, len(arrays) - 1) or frames_per_layer > 1 else 1):
@@ -267,6 +274,7 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
     """Training and validation NLL against the step; ``floor``, when known, is the true
     density's NLL (the entropy), drawn as a line no model can cross in expectation."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    twin = None
     if result.train_curve and result.train_metric == "nll":
         steps, values = zip(*result.train_curve, strict=True)
         ax.plot(steps, values, label="training (running mean)")
@@ -275,7 +283,6 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
         twin = ax.twinx()
         twin.plot(steps, values, color="tab:orange", alpha=0.6, label="training flow-matching loss")
         twin.set_ylabel("flow-matching loss")
-        twin.legend(loc="upper center")
     if result.val_curve:
         steps, values = zip(*result.val_curve, strict=True)
         ax.plot(steps, values, label="validation")
@@ -289,7 +296,11 @@ def plot_loss(result: FitResult, path: str | Path, floor: float | None = None) -
     if every:
         low, high = min([*every, floor if floor is not None else math.inf]), float(np.quantile(every, 0.9))
         ax.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if twin is not None:  # one legend for both axes
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

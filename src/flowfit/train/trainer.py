@@ -103,7 +103,7 @@ class Schedule:
 #: Validation rows whose NLL picks a flow-matching run's best state: its loss is not the
 #: likelihood, and each NLL is an ODE solve with the trace, so a fixed subset (a paired
 #: comparison between states: the same rows every time).
-FM_VALIDATION_ROWS = 2048
+FM_VALIDATION_ROWS = 1024
 
 
 class Validation:
