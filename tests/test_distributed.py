@@ -39,6 +39,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.save(train_once(), os.path.join(out, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks done before either tears gloo down (a rank leaving first can abort the other)
     finally:
         dist.destroy_process_group()
 
