@@ -99,9 +99,14 @@ def jacobian_rows(velocity: Tensor, z: Tensor, create_graph: bool) -> list[Tenso
     return rows
 
 
+def trace_of(rows: list[Tensor]) -> Tensor:
+    """``tr(df/dz)`` per point from the Jacobian's rows (:func:`jacobian_rows`)."""
+    return sum(row[:, i] for i, row in enumerate(rows))
+
+
 def exact_divergence(velocity: Tensor, z: Tensor, create_graph: bool) -> Tensor:
     """``tr(df/dz)`` row by row, one autograd pass per dimension."""
-    return sum(row[:, i] for i, row in enumerate(jacobian_rows(velocity, z, create_graph)))
+    return trace_of(jacobian_rows(velocity, z, create_graph))
 
 
 def probe_product(velocity: Tensor, z: Tensor, probe: Tensor, create_graph: bool) -> Tensor:
@@ -139,7 +144,7 @@ class _Dynamics(nn.Module):
             velocity = self.field(z, t.to(z.dtype), self.context)
             if self.probe is None:
                 rows = jacobian_rows(velocity, z, create_graph)
-                divergence = sum(row[:, i] for i, row in enumerate(rows))
+                divergence = trace_of(rows)
             else:
                 rows = [probe_product(velocity, z, self.probe, create_graph)]
                 divergence = (rows[0] * self.probe).sum(dim=1)
