@@ -63,6 +63,14 @@ def test_auto_plan_per_column() -> None:
     assert quantization_step(normal) == 0.0
 
 
+def test_a_column_of_cents_is_quantized_whatever_its_magnitude() -> None:
+    # regression: the smallest gap of these prices is 0.00999999999999 in floating point, and
+    # 18777.20 / 0.00999999999999 is 1.7e-6 away from an integer: the column was called continuous
+    cents = torch.tensor([50.05, 354.94, 712.25, 18777.20, 18777.21, 949.67] * 3, dtype=torch.float64)
+    assert quantization_step(cents) == 0.01
+    assert auto_plan(cents).dequantize == 0.01
+
+
 def test_explicit_specs() -> None:
     assert parse_spec("logit[0,17]") == ColumnPlan("logit", 0.0, 0.0, 17.0)
     assert parse_spec("dequantize+logit[0, 17]", step=1.0) == ColumnPlan("logit", 1.0, 0.0, 17.0)
