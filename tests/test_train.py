@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 import flowfit
 from flowfit import datasets, shuffle, tables
-from flowfit.errors import InputError, TrainingDivergedError
+from flowfit.errors import FlowfitWarning, InputError, TrainingDivergedError
 from flowfit.train import nll
 from flowfit.train.data import TableSource
 
@@ -445,3 +446,57 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path) -> None:
     other = flowfit.RealNVP(2, layers=3, hidden=(16,))
     with pytest.raises(flowfit.CheckpointError, match="does not fit this run"):
         flowfit.fit(other, datasets.moons(300, seed=0), steps=4, checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def _spline_flow() -> flowfit.Flow:
+    torch.manual_seed(0)
+    return flowfit.NSF(2, layers=2, bins=4, hidden=(8,)).double()
+
+
+def _trained(compile: str) -> tuple[flowfit.Flow, flowfit.train.FitResult]:
+    flow = _spline_flow()
+    data = datasets.moons(512, seed=0).double()
+    result = flowfit.fit(flow, data, steps=5, batch_size=64, val_every=5, seed=0, compile=compile, progress=False)
+    return flow, result
+
+
+def test_a_compiled_training_step_gives_the_eager_log_densities() -> None:
+    # float64, so that the only difference could be the code Inductor generates
+    eager, eager_result = _trained("off")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlowfitWarning)  # it compiled: no fallback
+        compiled, compiled_result = _trained("on")
+    x = datasets.moons(200, seed=1).double()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.log_prob(x), eager.log_prob(x), rtol=0, atol=1e-10)
+    losses = [value for _, value in compiled_result.train_curve]
+    assert losses == pytest.approx([value for _, value in eager_result.train_curve], abs=1e-10)
+
+
+def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_notice(monkeypatch) -> None:
+    def no_compiler(module, **kwargs):
+        def call(*args):
+            raise RuntimeError("InductorError: CppCompileError: C++ compiler not found\ntraceback ...")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(FlowfitWarning, match=r"without torch.compile: it failed \(InductorError: CppCompileError"):
+        fallen_back, _ = _trained("on")
+    eager, _ = _trained("off")
+    for a, b in zip(fallen_back.parameters(), eager.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> None:
+    from flowfit.options import TrainOptions
+    from flowfit.train.trainer import COMPILE_MIN_STEPS, compiled_loss
+
+    loss = torch.nn.Identity()
+    long, short = TrainOptions(steps=COMPILE_MIN_STEPS), TrainOptions(steps=COMPILE_MIN_STEPS - 1)
+    assert compiled_loss(loss, _spline_flow(), long) is not None
+    assert compiled_loss(loss, _spline_flow(), short) is None
+    assert compiled_loss(loss, _spline_flow(), long.updated(compile="off")) is None
+    assert compiled_loss(loss, small_flow(), long) is None  # RealNVP: matrix products dominate
+    assert compiled_loss(loss, small_flow(), short.updated(compile="on")) is not None
+    assert compiled_loss(loss, flowfit.CNF(2), long.updated(objective="fm")) is None

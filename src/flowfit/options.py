@@ -50,6 +50,11 @@ class TrainOptions:
         0.1, "Share of the data rows held out for validation (tables; generated data get 10,000 fresh draws)."
     )
     val_every: int | None = _option(None, "Validate every this many steps [default: 40 times in a run].")
+    compile: str = _option(
+        "auto",
+        "Compile the training step with torch.compile: auto (spline flows, runs of 2,000 steps or more), on or off.",
+        ("auto", "on", "off"),
+    )
     max_retries: int = _option(3, "Rollbacks the divergence guard may make before training stops with an error.")
     checkpoint_every: int = _option(1000, "Checkpoint every this many steps (and on Ctrl-C); 0: only on Ctrl-C.")
     seed: int = _option(

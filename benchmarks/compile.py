@@ -1,0 +1,103 @@
+"""Milliseconds per training step, eager against ``torch.compile`` (what ``--compile`` switches),
+side by side in one process: each round times a block of steps of every model both ways, and
+the table gives the median over rounds, with the time the first compiled step took (compiling
+the forward and the backward).
+
+A step is the loss of a batch of 256, its backward and a plain ``torch.optim.Adam`` step, the
+same for both paths, so the ratio is the compiled model's own. Models: RealNVP 6 x MLP 2x256
+and NSF 4 x 8 bins x MLP 2x128 on two moons (issue 13's race), and the autoregressive NSF that
+``FlowDensity()`` builds, on 10 columns.
+
+    .venv/bin/python benchmarks/compile.py --out benchmarks/results/compile.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import flowfit
+from flowfit import datasets
+from flowfit.files import write_text
+
+BATCH = 256
+
+
+def models() -> dict[str, tuple[Callable[[], flowfit.Flow], torch.Tensor]]:
+    moons = datasets.moons(BATCH * 20, seed=0)
+    table = torch.randn(BATCH * 20, 10, generator=torch.Generator().manual_seed(0))
+    table[:, 1] += table[:, 0] ** 2
+    return {
+        "RealNVP 6 x (256, 256), 2 columns": (lambda: flowfit.RealNVP(2, layers=6, hidden=(256, 256)), moons),
+        "NSF 4 x 8 bins x (128, 128), 2 columns": (lambda: flowfit.NSF(2, layers=4, bins=8, hidden=(128, 128)), moons),
+        "NSF autoregressive (FlowDensity's), 10 columns": (lambda: flowfit.NSF(10, autoregressive=True), table),
+    }
+
+
+class Stepper:
+    """Plain Adam steps of one model, through its loss eagerly or compiled."""
+
+    def __init__(self, build: Callable[[], flowfit.Flow], data: torch.Tensor, compiled: bool) -> None:
+        torch.manual_seed(0)
+        self.flow, self.data, self.position = build(), data, 0
+        self.flow.initialize(data)
+        loss = lambda x: -self.flow.log_prob(x).mean()  # noqa: E731
+        self.loss = torch.compile(loss, dynamic=False) if compiled else loss
+        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=1e-4)
+
+    def steps(self, n: int) -> float:
+        """Run ``n`` steps; seconds per step."""
+        start = time.perf_counter()
+        for _ in range(n):
+            batch = self.data[self.position : self.position + BATCH]
+            self.position = (self.position + BATCH) % len(self.data)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss(batch).backward()
+            self.optimizer.step()
+        return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [
+        "| model (batch 256) | eager ms per step | compiled ms per step | compiled / eager | first compiled step s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, (build, data) in models().items():
+        eager, compiled = Stepper(build, data, False), Stepper(build, data, True)
+        eager.steps(10)
+        compile_seconds = compiled.steps(1)
+        compiled.steps(10)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            times[False].append(eager.steps(args.steps))
+            times[True].append(compiled.steps(args.steps))
+        ms = {key: 1000 * statistics.median(values) for key, values in times.items()}
+        rows.append(
+            f"| {name} | {ms[False]:.2f} | {ms[True]:.2f} | {ms[True] / ms[False]:.2f}x | {compile_seconds:.1f} |"
+        )
+        print(rows[-1], flush=True)
+    note = (
+        f"\nMedians of {args.rounds} rounds of {args.steps} steps, eager and compiled in turn; "
+        f"torch {torch.__version__}, {args.threads} threads. The first compiled step includes compiling "
+        "(Inductor's cache, warm after the first run on a machine, shortens it)."
+    )
+    table = "\n".join(rows) + "\n" + note
+    print(table)
+    if args.out:
+        write_text(args.out, table + "\n")
+
+
+if __name__ == "__main__":
+    main()
