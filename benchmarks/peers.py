@@ -14,7 +14,8 @@ median of ``--rounds``:
 - ms per training step: a plain step (log_prob of a batch of 256 points, or of each
   ``--batch``, backward, Adam at 1e-3: for flowfit its trainer's fused Adam, for the peers
   ``torch.optim.Adam``, what their users call; flowfit's step with ``torch.optim.Adam`` is
-  reported too);
+  reported too, so that the step compares the models themselves, and both again with flowfit's
+  log_prob through ``torch.compile``, what ``--compile`` trains with);
 - log_prob and sampling throughput on 100,000 points without gradients;
 - this machine's float32 matrix-multiply rate (a 2048 x 2048 ``torch.mm``) and each library's
   achieved rate in log_prob, as a fraction of it (the RealNVP's multiply-adds per point are the
@@ -384,6 +385,8 @@ def speed_table(libraries: list[str], rounds: int, threads: int, test, device, b
     for (lib, _), (module, _, _) in models.items():  # fit flowfit's standardization as fit() would
         if lib == "flowfit":
             module.initialize(moons(10_000, seed=2).to(device))
+    # and its log_prob through torch.compile, as `--compile` trains (compiled once, before timing)
+    compiled = {key: torch.compile(models[key][1], dynamic=False) for key in plain}
     timings: dict[tuple[str, str], dict[str, list[float]]] = {k: {} for k in models}
     for _ in range(rounds):
         for key, (_, log_prob, sample) in models.items():
@@ -401,6 +404,12 @@ def speed_table(libraries: list[str], rounds: int, threads: int, test, device, b
                     step(optimizer=plain[key])
                     seconds = median_time(lambda k=key, s=step: s(optimizer=plain[k]), 25, device)
                     timings[key].setdefault(f"plain {size}", []).append(seconds * 1000)
+                    for name, adam in (("compiled plain", plain[key]), ("compiled", optimizers[key])):
+                        step(log_prob=compiled[key], optimizer=adam)
+                        seconds = median_time(
+                            lambda s=step, k=key, a=adam: s(log_prob=compiled[k], optimizer=a), 25, device
+                        )
+                        timings[key].setdefault(f"{name} {size}", []).append(seconds * 1000)
             with torch.inference_mode() if key[0] == "flowfit" else torch.no_grad():
                 log_prob_seconds = median_time(lambda lp=log_prob: lp(test), 1, device)
                 sample_seconds = median_time(lambda s=sample: s(POINTS), 1, device)
@@ -436,7 +445,11 @@ def speed_table(libraries: list[str], rounds: int, threads: int, test, device, b
             rows.append(
                 f"{model}, batch {size}: flowfit's step with torch.optim.Adam's default implementation instead of its "
                 f"trainer's fused Adam: {ours[f'plain {size}']:.2f} ms ({ours[f'plain {size}'] / fastest:.2f}x the "
-                f"fastest peer's); with its fused Adam {ours[f'step {size}'] / fastest:.2f}x the fastest peer's."
+                f"fastest peer's); with its fused Adam {ours[f'step {size}'] / fastest:.2f}x the fastest peer's. "
+                f"Compiled (torch.compile, what --compile does) with torch.optim.Adam: "
+                f"{ours[f'compiled plain {size}']:.2f} ms ({ours[f'compiled plain {size}'] / fastest:.2f}x the fastest "
+                f"peer's); compiled with its fused Adam: {ours[f'compiled {size}']:.2f} ms "
+                f"({ours[f'compiled {size}'] / fastest:.2f}x)."
             )
         rows.append(
             f"{model}: flowfit's log_prob {ours['log_prob'] / max(p['log_prob'] for p in peers):.2f}x and sampling "

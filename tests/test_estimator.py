@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from flowfit import FlowDensity, InputError
+from flowfit import FlowDensity, InputError, datasets
 from flowfit.errors import FlowfitWarning
 
 FAST = dict(steps=15, hidden=(8,), layers=2, batch_size=64, random_state=0)
@@ -137,3 +138,12 @@ def test_a_missing_category_is_summed_out_exactly() -> None:
     model.set_params(missing="error")
     with pytest.raises(InputError, match="row 1, column 'cut' is missing"):
         model.score_samples(points)
+
+
+def test_a_read_only_array_fits_and_scores_without_torch_warnings() -> None:
+    # regression: pandas' copy-on-write hands out read-only arrays, and torch warned about them
+    x = datasets.moons(300, seed=0).double().numpy()
+    x.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        FlowDensity(**FAST).fit(x).score_samples(x)

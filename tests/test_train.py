@@ -488,15 +488,20 @@ def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_notice(monkeypa
         assert torch.equal(a, b)
 
 
-def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> None:
+def test_auto_compiles_spline_flows_whose_run_would_take_a_minute_eagerly() -> None:
     from flowfit.options import TrainOptions
-    from flowfit.train.trainer import COMPILE_MIN_STEPS, compiled_loss
+    from flowfit.train.trainer import CompiledLoss
 
-    loss = torch.nn.Identity()
-    long, short = TrainOptions(steps=COMPILE_MIN_STEPS), TrainOptions(steps=COMPILE_MIN_STEPS - 1)
-    assert compiled_loss(loss, _spline_flow(), long) is not None
-    assert compiled_loss(loss, _spline_flow(), short) is None
-    assert compiled_loss(loss, _spline_flow(), long.updated(compile="off")) is None
-    assert compiled_loss(loss, small_flow(), long) is None  # RealNVP: matrix products dominate
-    assert compiled_loss(loss, small_flow(), short.updated(compile="on")) is not None
-    assert compiled_loss(loss, flowfit.CNF(2), long.updated(objective="fm")) is None
+    def compiles(flow: flowfit.Flow, seconds_per_step: float, steps_left: int, **options) -> bool:
+        loss = CompiledLoss(lambda x, context: x.sum(), flow, TrainOptions(**options))
+        loss.clock = lambda: loss.calls * seconds_per_step  # a step takes seconds_per_step
+        for _ in range(CompiledLoss.PROBE[1]):
+            loss(torch.ones(2), None, steps_left)
+        return loss.compiled is not None
+
+    assert compiles(_spline_flow(), 0.01, 10_000)  # 100 s of eager steps left
+    assert not compiles(_spline_flow(), 0.004, 10_000)  # 40 s: not worth 20 s of compiling
+    assert not compiles(_spline_flow(), 0.01, 10_000, compile="off")
+    assert not compiles(small_flow(), 1.0, 10_000)  # RealNVP: matrix products dominate its step
+    assert compiles(small_flow(), 0.001, 10, compile="on")
+    assert not compiles(flowfit.CNF(2), 1.0, 10_000, objective="fm")

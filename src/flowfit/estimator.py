@@ -113,7 +113,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         else:
             finite = True if self.missing == "error" else "allow-nan"
             X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, ensure_all_finite=finite)  # noqa: N806
-            data, labels = torch.as_tensor(np.asarray(X, dtype=np.float64)), None
+            data, labels = torch.from_numpy(np.array(X, dtype=np.float64)), None  # a copy: X may be read-only
             names = [str(c) for c in getattr(self, "feature_names_in_", [f"x{j}" for j in range(data.shape[1])])]
         holes = torch.isnan(data).any(dim=1)
         if labels is not None:
@@ -192,7 +192,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
         else:
             finite = True if self.missing == "error" else "allow-nan"
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=finite)  # noqa: N806
-            x, labels, codes = torch.as_tensor(np.asarray(X, dtype=np.float64)), None, None
+            x, labels, codes = torch.from_numpy(np.array(X, dtype=np.float64)), None, None
         if not len(x):
             return np.zeros(0)
         holes = torch.isnan(x).any(dim=1) | (

@@ -36,8 +36,6 @@ from flowfit.train.result import FitResult
 
 #: Share of skipped steps above which a run warns that it trimmed its data.
 SKIPPED_WARNING = 0.01
-#: The shortest run that ``compile="auto"`` compiles (compiling takes about 20 s on 2 cores).
-COMPILE_MIN_STEPS = 2000
 
 
 def adam(parameters: Any, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -220,18 +218,50 @@ class _Objective(nn.Module):
         return self.flow.loss(x, context, self.objective)
 
 
-def compiled_loss(loss: nn.Module, flow: Flow, options: TrainOptions) -> Callable[..., Tensor] | None:
-    """``torch.compile`` of the loss module (its backward is compiled too), or None where the
-    options say not to: ``compile="auto"`` compiles families whose step it speeds up
-    (:attr:`Flow.compile_pays`) in runs long enough to repay the compile time, and never a
-    flow-matching or distributed run (measured on torch 2.13.0 only)."""
-    if options.compile == "off" or isinstance(loss, nn.parallel.DistributedDataParallel):
-        return None
-    if options.compile == "auto" and not (
-        flow.compile_pays and options.objective == "mle" and options.steps >= COMPILE_MIN_STEPS
-    ):
-        return None
-    return torch.compile(loss, dynamic=False)
+class CompiledLoss:
+    """The training loss, run eagerly or through ``torch.compile`` (Inductor, which compiles
+    the backward too) as ``options.compile`` says: ``off``; ``on``; or ``auto``, which times
+    the eager steps ``PROBE`` (steps 10 to 30) of a family whose step compiling speeds up
+    (:attr:`Flow.compile_pays`, maximum likelihood) and compiles when the rest of the run
+    would take longer than ``WORTH_SECONDS`` eagerly: compiling takes about 20 s on 2 cores
+    and halves such a step, so shorter runs are left eager. Never under several processes.
+    A loss that cannot be compiled (no C++ compiler, an operation Inductor does not handle)
+    runs eagerly from then on, after a one-line notice. Measured on torch 2.13.0 only."""
+
+    PROBE = (10, 30)
+    WORTH_SECONDS = 60.0
+
+    def __init__(self, loss: nn.Module, flow: Flow, options: TrainOptions) -> None:
+        self.loss, self.compiled = loss, None
+        self.clock: Callable[[], float] = time.perf_counter
+        allowed = not isinstance(loss, nn.parallel.DistributedDataParallel)
+        self.probing = allowed and options.compile == "auto" and flow.compile_pays and options.objective == "mle"
+        if allowed and options.compile == "on":
+            self._compile()
+        self.calls, self.probe_started = 0, 0.0
+
+    def __call__(self, x: Tensor, context: Tensor | None, steps_left: int) -> Tensor:
+        self.calls += 1
+        if self.probing and self.calls == self.PROBE[0]:
+            self.probe_started = self.clock()
+        elif self.probing and self.calls == self.PROBE[1]:
+            self.probing = False
+            per_step = (self.clock() - self.probe_started) / (self.PROBE[1] - self.PROBE[0])
+            if per_step * steps_left > self.WORTH_SECONDS:
+                self._compile()
+        if self.compiled is not None:
+            try:
+                return self.compiled(x, context)
+            except FlowfitError:
+                raise
+            except Exception as error:  # any compiler failure falls back to eager
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                warnings.warn(f"training without torch.compile: it failed ({reason})", FlowfitWarning, stacklevel=3)
+                self.compiled = None
+        return self.loss(x, context)
+
+    def _compile(self) -> None:
+        self.compiled = torch.compile(self.loss, dynamic=False)
 
 
 class Trainer:
@@ -268,7 +298,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.loss = DistributedDataParallel(self.loss)
-        self.compiled = compiled_loss(self.loss, flow, options)
+        self.step_loss = CompiledLoss(self.loss, flow, options)
         self.optimizer = adam(flow.parameters(), options.lr, flow.device)
         self.schedule = Schedule(self.optimizer, options)
         self.average = Averager(flow, options.ema)
@@ -353,7 +383,7 @@ class Trainer:
 
     def _train_step(self) -> None:
         x, context = self.source.batch(self.options.batch_size)
-        loss = self._loss(x, context)
+        loss = self.step_loss(x, context, self.options.steps - self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.options.clip_grad or math.inf)
@@ -366,21 +396,6 @@ class Trainer:
         self.schedule.after_step()
         self.average.update()
         self.loss_sum, self.loss_count = self.loss_sum + value, self.loss_count + 1
-
-    def _loss(self, x: Tensor, context: Tensor | None) -> Tensor:
-        """The batch's loss, through the compiled step when there is one. A step that cannot
-        be compiled (no C++ compiler, an operation Inductor does not handle) runs eagerly from
-        then on, after a one-line notice."""
-        if self.compiled is not None:
-            try:
-                return self.compiled(x, context)
-            except FlowfitError:
-                raise
-            except Exception as error:  # any compiler failure falls back to eager
-                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-                warnings.warn(f"training without torch.compile: it failed ({reason})", FlowfitWarning, stacklevel=2)
-                self.compiled = None
-        return self.loss(x, context)
 
     def _validate(self) -> bool:
         """Measure, record, keep the best state and tell the callbacks; True to stop early."""
