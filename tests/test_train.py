@@ -488,20 +488,17 @@ def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_notice(monkeypa
         assert torch.equal(a, b)
 
 
-def test_auto_compiles_spline_flows_whose_run_would_take_a_minute_eagerly() -> None:
+def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> None:
     from flowfit.options import TrainOptions
     from flowfit.train.trainer import CompiledLoss
 
-    def compiles(flow: flowfit.Flow, seconds_per_step: float, steps_left: int, **options) -> bool:
-        loss = CompiledLoss(lambda x, context: x.sum(), flow, TrainOptions(**options))
-        loss.clock = lambda: loss.calls * seconds_per_step  # a step takes seconds_per_step
-        for _ in range(CompiledLoss.PROBE[1]):
-            loss(torch.ones(2), None, steps_left)
-        return loss.compiled is not None
+    def compiles(flow: flowfit.Flow, rows: int, **options) -> bool:
+        loss = torch.nn.Identity()
+        return CompiledLoss(loss, flow, TrainOptions(steps=rows // 500, batch_size=500, **options)).compiled is not None
 
-    assert compiles(_spline_flow(), 0.01, 10_000)  # 100 s of eager steps left
-    assert not compiles(_spline_flow(), 0.004, 10_000)  # 40 s: not worth 20 s of compiling
-    assert not compiles(_spline_flow(), 0.01, 10_000, compile="off")
-    assert not compiles(small_flow(), 1.0, 10_000)  # RealNVP: matrix products dominate its step
-    assert compiles(small_flow(), 0.001, 10, compile="on")
-    assert not compiles(flowfit.CNF(2), 1.0, 10_000, objective="fm")
+    assert compiles(_spline_flow(), CompiledLoss.ROWS)
+    assert not compiles(_spline_flow(), CompiledLoss.ROWS - 500)  # a short run would not repay ~20 s
+    assert not compiles(_spline_flow(), CompiledLoss.ROWS, compile="off")
+    assert not compiles(small_flow(), CompiledLoss.ROWS)  # RealNVP: matrix products dominate its step
+    assert compiles(small_flow(), 500, compile="on")
+    assert not compiles(flowfit.CNF(2), CompiledLoss.ROWS, objective="fm")

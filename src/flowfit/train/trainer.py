@@ -220,35 +220,26 @@ class _Objective(nn.Module):
 
 class CompiledLoss:
     """The training loss, run eagerly or through ``torch.compile`` (Inductor, which compiles
-    the backward too) as ``options.compile`` says: ``off``; ``on``; or ``auto``, which times
-    the eager steps ``PROBE`` (steps 10 to 30) of a family whose step compiling speeds up
-    (:attr:`Flow.compile_pays`, maximum likelihood) and compiles when the rest of the run
-    would take longer than ``WORTH_SECONDS`` eagerly: compiling takes about 20 s on 2 cores
-    and halves such a step, so shorter runs are left eager. Never under several processes.
-    A loss that cannot be compiled (no C++ compiler, an operation Inductor does not handle)
-    runs eagerly from then on, after a one-line notice. Measured on torch 2.13.0 only."""
+    the backward too) as ``options.compile`` says: ``off``; ``on``; or ``auto``, which
+    compiles the loss of a family whose step it speeds up (:attr:`Flow.compile_pays`) in a
+    maximum-likelihood run of at least ``ROWS`` rows (steps times batch size): compiling
+    takes about 20 s on 2 cores and halves such a step, so shorter runs stay eager. The choice
+    depends on the options only, never on a clock, so that a seed gives the same model on a
+    busy machine and a quiet one (compiled float32 rounds differently). Never under several
+    processes. A loss that cannot be compiled (no C++ compiler, an operation Inductor does not
+    handle) runs eagerly from then on, after a one-line notice. Measured on torch 2.13.0."""
 
-    PROBE = (10, 30)
-    WORTH_SECONDS = 60.0
+    ROWS = 2_500_000
 
     def __init__(self, loss: nn.Module, flow: Flow, options: TrainOptions) -> None:
         self.loss, self.compiled = loss, None
-        self.clock: Callable[[], float] = time.perf_counter
         allowed = not isinstance(loss, nn.parallel.DistributedDataParallel)
-        self.probing = allowed and options.compile == "auto" and flow.compile_pays and options.objective == "mle"
-        if allowed and options.compile == "on":
-            self._compile()
-        self.calls, self.probe_started = 0, 0.0
+        long = options.steps * options.batch_size >= self.ROWS
+        pays = flow.compile_pays and options.objective == "mle" and long
+        if allowed and (options.compile == "on" or (options.compile == "auto" and pays)):
+            self.compiled = torch.compile(self.loss, dynamic=False)
 
-    def __call__(self, x: Tensor, context: Tensor | None, steps_left: int) -> Tensor:
-        self.calls += 1
-        if self.probing and self.calls == self.PROBE[0]:
-            self.probe_started = self.clock()
-        elif self.probing and self.calls == self.PROBE[1]:
-            self.probing = False
-            per_step = (self.clock() - self.probe_started) / (self.PROBE[1] - self.PROBE[0])
-            if per_step * steps_left > self.WORTH_SECONDS:
-                self._compile()
+    def __call__(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.compiled is not None:
             try:
                 return self.compiled(x, context)
@@ -259,9 +250,6 @@ class CompiledLoss:
                 warnings.warn(f"training without torch.compile: it failed ({reason})", FlowfitWarning, stacklevel=3)
                 self.compiled = None
         return self.loss(x, context)
-
-    def _compile(self) -> None:
-        self.compiled = torch.compile(self.loss, dynamic=False)
 
 
 class Trainer:
@@ -383,7 +371,7 @@ class Trainer:
 
     def _train_step(self) -> None:
         x, context = self.source.batch(self.options.batch_size)
-        loss = self.step_loss(x, context, self.options.steps - self.step)
+        loss = self.step_loss(x, context)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.options.clip_grad or math.inf)
