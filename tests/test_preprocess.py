@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict
 
 import pytest
 import torch
 
 import flowfit
-from flowfit.errors import InputError
+from flowfit.errors import FlowfitWarning, InputError
 from flowfit.preprocess import ColumnPlan, auto_plan, check_plans, make_plan, parse_spec, quantization_step
 from flowfit.train import nll
 from flowfit.transforms import ColumnMaps
@@ -129,3 +130,16 @@ def test_dequantize_is_for_values_on_a_grid() -> None:
         parse_spec("logit[0,inf]")
     with pytest.raises(ValueError, match="step >= 0"):
         ColumnPlan("none", dequantize=-1.0)
+
+
+def test_a_continuous_column_with_an_atom_is_warned_about() -> None:
+    generator = torch.Generator().manual_seed(0)
+    wages = torch.exp(torch.randn(2000, generator=generator) + 6).double()
+    wages[:60] = 712.25  # 3% of the rows on one exact value: a point mass
+    heights = torch.randn(2000, generator=generator).double()
+    with pytest.warns(FlowfitWarning, match=r"column 'wage': 60 of 2000 training rows hold exactly 712.25"):
+        make_plan(torch.stack((heights, wages), dim=1), ["height", "wage"])
+    counts = torch.poisson(torch.full((2000,), 3.0), generator=generator)  # on a grid: dequantized, no atom
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlowfitWarning)
+        make_plan(torch.stack((heights, counts.double()), dim=1), ["height", "count"])

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from flowfit.errors import InputError
+from flowfit.errors import FlowfitWarning, InputError
 
 _SPEC = re.compile(r"^(?P<dequantize>dequantize)?\+?(?P<map>none|log|logit\[(?P<a>[^,\]]+),(?P<b>[^\]]+)\])?$")
 
@@ -102,6 +103,24 @@ def quantization_step(values: Tensor) -> float:
     return step if multiples_of(step) else 0.0
 
 
+#: A continuous column has an atom when one exact value holds at least this share of its rows
+#: (and at least ``ATOM_ROWS`` of them).
+ATOM_SHARE = 0.01
+ATOM_ROWS = 10
+
+
+def atom_of(values: Tensor) -> tuple[float, int] | None:
+    """The most frequent value of a continuous column and its count, when it is an atom."""
+    if len(values) < ATOM_ROWS:
+        return None
+    unique, counts = torch.unique(values, return_counts=True)
+    if len(unique) < 2:  # a constant column is an error of its own
+        return None
+    top = int(counts.argmax())
+    rows = int(counts[top])
+    return (float(unique[top]), rows) if rows >= max(ATOM_ROWS, ATOM_SHARE * len(values)) else None
+
+
 def _skewness(values: Tensor) -> float:
     centred = values - values.mean()
     std = centred.square().mean().sqrt()
@@ -159,6 +178,17 @@ def make_plan(
                 "dequantize is for counts and other quantized values"
             )
         plans.append(plan)
+    for j, (name, plan) in enumerate(zip(names, plans, strict=True)):
+        atom = None if plan.dequantize else atom_of(values[:, j])
+        if atom is not None:
+            value, rows = atom
+            warnings.warn(
+                f"column {name!r}: {rows} of {len(values)} training rows hold exactly {value:g}, a point mass that "
+                "no density has: the log-density there grows without bound as the flow trains; if the column is "
+                "recorded on a grid, say so (--preprocess NAME=dequantize), or make it categorical",
+                FlowfitWarning,
+                stacklevel=2,
+            )
     return plans
 
 
