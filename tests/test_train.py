@@ -490,15 +490,15 @@ def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_notice(monkeypa
 
 def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> None:
     from flowfit.options import TrainOptions
-    from flowfit.train.trainer import CompiledLoss
+    from flowfit.train.trainer import COMPILE_ROWS, CompiledLoss
 
     def compiles(flow: flowfit.Flow, rows: int, **options) -> bool:
         loss = torch.nn.Identity()
         return CompiledLoss(loss, flow, TrainOptions(steps=rows // 500, batch_size=500, **options)).compiled is not None
 
-    assert compiles(_spline_flow(), CompiledLoss.ROWS)
-    assert not compiles(_spline_flow(), CompiledLoss.ROWS - 500)  # a short run would not repay ~20 s
-    assert not compiles(_spline_flow(), CompiledLoss.ROWS, compile="off")
-    assert not compiles(small_flow(), CompiledLoss.ROWS)  # RealNVP: matrix products dominate its step
+    assert compiles(_spline_flow(), COMPILE_ROWS)
+    assert not compiles(_spline_flow(), COMPILE_ROWS - 500)  # a short run would not repay ~20 s
+    assert not compiles(_spline_flow(), COMPILE_ROWS, compile="off")
+    assert not compiles(small_flow(), COMPILE_ROWS)  # RealNVP: matrix products dominate its step
     assert compiles(small_flow(), 500, compile="on")
-    assert not compiles(flowfit.CNF(2), CompiledLoss.ROWS, objective="fm")
+    assert not compiles(flowfit.CNF(2), COMPILE_ROWS, objective="fm")

@@ -43,6 +43,7 @@ from flowfit.options import TrainOptions, check_types
 from flowfit.preprocess import bits_per_dim, describe
 from flowfit.sources import Data
 from flowfit.train import FitResult, fit, nll
+from flowfit.train.trainer import compiles
 
 DTYPES = ("float32", "float64")
 
@@ -181,10 +182,13 @@ def run_training(
         if data.categories is not None:
             what = f"p({', '.join(data.categories.columns)}) p({', '.join(data.columns)} | those)"
         options = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1])
+        compiled = world == 1 and compiles(model, options)
         say(
             f"{'resuming' if resume else 'training'} {model.metadata['flow']} "
             f"({sum(p.numel() for p in model.parameters()):,} parameters) on {data.source} ({what}) "
-            f"for {options.steps} steps on {device}" + (f" in {world} processes" if world > 1 else "")
+            f"for {options.steps} steps on {device}"
+            + (f" in {world} processes" if world > 1 else "")
+            + (", its step compiled first (torch.compile: up to 20 s on a first run)" if compiled else "")
         )
         start = time.perf_counter()
         try:

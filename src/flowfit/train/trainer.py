@@ -218,25 +218,32 @@ class _Objective(nn.Module):
         return self.flow.loss(x, context, self.objective)
 
 
+#: ``compile="auto"`` compiles runs of at least this many rows (steps times batch size).
+COMPILE_ROWS = 2_500_000
+
+
+def compiles(flow: Flow, options: TrainOptions) -> bool:
+    """Whether ``options.compile`` has a one-process run compile ``flow``'s training loss."""
+    if options.compile != "auto":
+        return options.compile == "on"
+    long = options.steps * options.batch_size >= COMPILE_ROWS
+    return flow.compile_pays and options.objective == "mle" and long
+
+
 class CompiledLoss:
     """The training loss, run eagerly or through ``torch.compile`` (Inductor, which compiles
     the backward too) as ``options.compile`` says: ``off``; ``on``; or ``auto``, which
     compiles the loss of a family whose step it speeds up (:attr:`Flow.compile_pays`) in a
-    maximum-likelihood run of at least ``ROWS`` rows (steps times batch size): compiling
+    maximum-likelihood run of at least ``COMPILE_ROWS`` rows (steps times batch size): compiling
     takes about 20 s on 2 cores and halves such a step, so shorter runs stay eager. The choice
     depends on the options only, never on a clock, so that a seed gives the same model on a
     busy machine and a quiet one (compiled float32 rounds differently). Never under several
     processes. A loss that cannot be compiled (no C++ compiler, an operation Inductor does not
     handle) runs eagerly from then on, after a one-line notice. Measured on torch 2.13.0."""
 
-    ROWS = 2_500_000
-
     def __init__(self, loss: nn.Module, flow: Flow, options: TrainOptions) -> None:
         self.loss, self.compiled = loss, None
-        allowed = not isinstance(loss, nn.parallel.DistributedDataParallel)
-        long = options.steps * options.batch_size >= self.ROWS
-        pays = flow.compile_pays and options.objective == "mle" and long
-        if allowed and (options.compile == "on" or (options.compile == "auto" and pays)):
+        if compiles(flow, options) and not isinstance(loss, nn.parallel.DistributedDataParallel):
             self.compiled = torch.compile(self.loss, dynamic=False)
 
     def __call__(self, x: Tensor, context: Tensor | None) -> Tensor:
