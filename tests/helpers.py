@@ -37,3 +37,22 @@ def check_bijection(transform, points: Tensor, context: Tensor | None = None, at
     torch.testing.assert_close(
         inverse_log_abs_det, autograd_log_abs_det(transform.inverse, out, context), atol=atol, rtol=0
     )
+
+
+def interrupt_training_at(monkeypatch, step: int) -> object:
+    """Make the runner's training raise Ctrl-C at ``step`` (a run to resume); returns the real ``fit``."""
+    import signal
+
+    from flowfit import runner
+
+    real_fit = runner.fit
+
+    def interrupted_fit(*args, **kwargs):
+        def stop(at: int, _flow) -> None:
+            if at == step:
+                signal.raise_signal(signal.SIGINT)
+
+        return real_fit(*args, **kwargs, callback=stop)
+
+    monkeypatch.setattr(runner, "fit", interrupted_fit)
+    return real_fit

@@ -17,6 +17,8 @@ from flowfit import datasets, sources
 from flowfit.cli import app
 from flowfit.train import split_indices
 
+from .helpers import interrupt_training_at
+
 runner = CliRunner()
 SMALL_TEST_SET = 5000
 
@@ -330,19 +332,8 @@ def test_continuous_flow_from_the_cli(tmp_path) -> None:
 
 
 def test_interrupted_run_resumes_from_the_cli(tmp_path, monkeypatch) -> None:
-    import signal
-
     from flowfit import runner as training_runner
     from flowfit.io import load
-
-    real_fit = training_runner.fit
-
-    def interrupted_fit(*args, **kwargs):
-        def stop(step, _flow):
-            if step == 20:
-                signal.raise_signal(signal.SIGINT)
-
-        return real_fit(*args, **kwargs, callback=stop)
 
     arguments = [
         "train",
@@ -360,7 +351,7 @@ def test_interrupted_run_resumes_from_the_cli(tmp_path, monkeypatch) -> None:
         "0",
     ]
     assert run(*arguments, "--out", tmp_path / "straight").exit_code == 0
-    monkeypatch.setattr(training_runner, "fit", interrupted_fit)
+    real_fit = interrupt_training_at(monkeypatch, 20)
     result = run(*arguments, "--out", tmp_path / "run")
     assert result.exit_code == 130 and "--resume" in result.output
     assert not (tmp_path / "run").exists() and (tmp_path / "run.partial" / "run.json").exists()

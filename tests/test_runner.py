@@ -20,6 +20,8 @@ from flowfit.cli import app
 from flowfit.errors import InputError, TrainingDivergedError
 from flowfit.runner import RunSettings
 
+from .helpers import interrupt_training_at
+
 SMALL = ("--layers", "2", "--hidden", "8", "--no-progress", "--no-plots")
 
 
@@ -46,25 +48,6 @@ def houses(tmp_path, bad_row: int | None = None, value: float = 0.0):
     np.savetxt(path, np.column_stack((rng.gamma(4, 300, 500) + 500, price)), delimiter=",", header="area,price",
                comments="", fmt="%.9g")  # fmt: skip
     return path
-
-
-def interrupt_training_at_step_4(monkeypatch) -> object:
-    """Make the runner's training raise Ctrl-C at step 4 (a run to resume); returns the real ``fit``."""
-    import signal as signals
-
-    from flowfit import runner
-
-    real_fit = runner.fit
-
-    def interrupted_fit(*args, **kwargs):
-        def stop(step, _flow):
-            if step == 4:
-                signals.raise_signal(signals.SIGINT)
-
-        return real_fit(*args, **kwargs, callback=stop)
-
-    monkeypatch.setattr(runner, "fit", interrupted_fit)
-    return real_fit
 
 
 @pytest.mark.parametrize("split", ["validation", "test"])
@@ -217,7 +200,7 @@ def test_resume_refuses_data_that_changed_and_keeps_the_columns_it_started_with(
 
     data = houses(tmp_path)
     out = tmp_path / "run"
-    real_fit = interrupt_training_at_step_4(monkeypatch)
+    real_fit = interrupt_training_at(monkeypatch, 4)
     assert run("train", "--data", data, "--steps", "40", "--val-every", "2", "--out", out, *SMALL).exit_code == 130
     monkeypatch.setattr(runner, "fit", real_fit)
     assert RunSettings.load(out).columns == ["area", "price"]  # resolved when the run started
@@ -331,7 +314,7 @@ def test_a_run_with_categories_and_dropped_rows_resumes_with_them(tmp_path, monk
     data = tmp_path / "t.csv"
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
-    real_fit = interrupt_training_at_step_4(monkeypatch)
+    real_fit = interrupt_training_at(monkeypatch, 4)
     arguments = ("--data", data, "--columns", "x,colour,y", "--missing", "drop", "--steps", "20", "--val-every", "2")
     assert run("train", *arguments, "--out", out, *SMALL).exit_code == 130
     monkeypatch.setattr(runner, "fit", real_fit)

@@ -490,11 +490,11 @@ def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_notice(monkeypa
 
 def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> None:
     from flowfit.options import TrainOptions
-    from flowfit.train.trainer import COMPILE_ROWS, CompiledLoss
+    from flowfit.train import trainer
+    from flowfit.train.trainer import COMPILE_ROWS
 
     def compiles(flow: flowfit.Flow, rows: int, **options) -> bool:
-        loss = torch.nn.Identity()
-        return CompiledLoss(loss, flow, TrainOptions(steps=rows // 500, batch_size=500, **options)).compiled is not None
+        return trainer.compiles(flow, TrainOptions(steps=rows // 500, batch_size=500, **options))
 
     assert compiles(_spline_flow(), COMPILE_ROWS)
     assert not compiles(_spline_flow(), COMPILE_ROWS - 500)  # a short run would not repay ~20 s

@@ -182,7 +182,7 @@ def run_training(
         if data.categories is not None:
             what = f"p({', '.join(data.categories.columns)}) p({', '.join(data.columns)} | those)"
         options = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1])
-        compiled = world == 1 and compiles(model, options)
+        compiled = compiles(model, options, world)
         say(
             f"{'resuming' if resume else 'training'} {model.metadata['flow']} "
             f"({sum(p.numel() for p in model.parameters()):,} parameters) on {data.source} ({what}) "

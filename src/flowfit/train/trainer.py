@@ -222,29 +222,27 @@ class _Objective(nn.Module):
 COMPILE_ROWS = 2_500_000
 
 
-def compiles(flow: Flow, options: TrainOptions) -> bool:
-    """Whether ``options.compile`` has a one-process run compile ``flow``'s training loss."""
-    if options.compile != "auto":
-        return options.compile == "on"
+def compiles(flow: Flow, options: TrainOptions, world: int = 1) -> bool:
+    """Whether a run compiles ``flow``'s training loss: ``compile="on"``, or ``"auto"`` for a
+    family whose step compiling speeds up (:attr:`Flow.compile_pays`) in a maximum-likelihood
+    run of at least ``COMPILE_ROWS`` rows (compiling takes about 20 s on 2 cores and halves
+    such a step, so shorter runs stay eager); never under several processes. It depends on
+    the options only, never on a clock, so that a seed gives the same model on a busy machine
+    and a quiet one (compiled float32 rounds differently). Measured on torch 2.13.0."""
+    if world > 1 or options.compile == "off":
+        return False
     long = options.steps * options.batch_size >= COMPILE_ROWS
-    return flow.compile_pays and options.objective == "mle" and long
+    return options.compile == "on" or (flow.compile_pays and options.objective == "mle" and long)
 
 
 class CompiledLoss:
-    """The training loss, run eagerly or through ``torch.compile`` (Inductor, which compiles
-    the backward too) as ``options.compile`` says: ``off``; ``on``; or ``auto``, which
-    compiles the loss of a family whose step it speeds up (:attr:`Flow.compile_pays`) in a
-    maximum-likelihood run of at least ``COMPILE_ROWS`` rows (steps times batch size): compiling
-    takes about 20 s on 2 cores and halves such a step, so shorter runs stay eager. The choice
-    depends on the options only, never on a clock, so that a seed gives the same model on a
-    busy machine and a quiet one (compiled float32 rounds differently). Never under several
-    processes. A loss that cannot be compiled (no C++ compiler, an operation Inductor does not
-    handle) runs eagerly from then on, after a one-line notice. Measured on torch 2.13.0."""
+    """The training loss, through ``torch.compile`` (Inductor, which compiles the backward
+    too) where :func:`compiles` says so. A loss that cannot be compiled (no C++ compiler, an
+    operation Inductor does not handle) runs eagerly from then on, after a one-line notice."""
 
-    def __init__(self, loss: nn.Module, flow: Flow, options: TrainOptions) -> None:
-        self.loss, self.compiled = loss, None
-        if compiles(flow, options) and not isinstance(loss, nn.parallel.DistributedDataParallel):
-            self.compiled = torch.compile(self.loss, dynamic=False)
+    def __init__(self, loss: nn.Module, compiled: bool) -> None:
+        self.loss = loss
+        self.compiled = torch.compile(loss, dynamic=False) if compiled else None
 
     def __call__(self, x: Tensor, context: Tensor | None) -> Tensor:
         if self.compiled is not None:
@@ -288,12 +286,12 @@ class Trainer:
         if self.world > 1:  # ranks drew the same validation data; each now draws its own batches
             torch.manual_seed(options.seed + 1_000_003 * self.rank)
         flow.initialize(*init)
-        self.loss: nn.Module = _Objective(flow, options.objective)
+        objective: nn.Module = _Objective(flow, options.objective)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.loss = DistributedDataParallel(self.loss)
-        self.step_loss = CompiledLoss(self.loss, flow, options)
+            objective = DistributedDataParallel(objective)
+        self.loss = CompiledLoss(objective, compiles(flow, options, self.world))
         self.optimizer = adam(flow.parameters(), options.lr, flow.device)
         self.schedule = Schedule(self.optimizer, options)
         self.average = Averager(flow, options.ema)
@@ -378,7 +376,7 @@ class Trainer:
 
     def _train_step(self) -> None:
         x, context = self.source.batch(self.options.batch_size)
-        loss = self.step_loss(x, context)
+        loss = self.loss(x, context)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.options.clip_grad or math.inf)
