@@ -11,9 +11,12 @@ CSV file, then runs, each in its own process (its peak resident memory, ``VmHWM`
   are read a batch at a time; the validation and test rows, 10% each, are read in).
 
 The model scored is a small RealNVP trained here for 200 steps: model size does not change
-how memory grows with the file. Prints a Markdown table.
+how memory grows with the file. Each command's peak resident memory is given with its
+anonymous part (the process's own memory; the rest is pages of mapped files: libraries, and
+the ``.npy`` being read, which the system reclaims when memory runs short). Prints a
+Markdown table.
 
-    .venv/bin/python benchmarks/streaming.py --rows 1000000 10000000 --out benchmarks/results/streaming.md
+    .venv/bin/python benchmarks/streaming.py --rows 1000000 3000000 10000000 --out benchmarks/results/streaming.md
 """
 
 from __future__ import annotations
@@ -33,27 +36,36 @@ from flowfit.files import write_text
 FLOWFIT = [sys.executable, "-m", "flowfit"]
 
 
-def peak_rss(command: list[str]) -> tuple[float, float]:
-    """Run ``command``; return its peak resident memory (MB) and wall time (s).
+def peak_rss(command: list[str]) -> tuple[float, float, float]:
+    """Run ``command``; return its peak resident memory and peak anonymous memory (MB) and
+    its wall time (s).
 
-    The peak is the process's own high-water mark, ``VmHWM`` in ``/proc/PID/status``, read
-    every 20 ms while it runs (rusage would also count this script's memory: Linux carries a
-    process's peak across fork and exec)."""
+    The peak is the process's own high-water mark, ``VmHWM`` in ``/proc/PID/status`` (rusage
+    would also count this script's memory: Linux carries a process's peak across fork and
+    exec); the anonymous part (``RssAnon``: the process's own memory, which only it can free)
+    is read every 20 ms while it runs. The rest is pages of mapped files (the libraries, and a
+    ``.npy`` being read), which the system reclaims when memory runs short."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    status_file, peak_kb = Path(f"/proc/{process.pid}/status"), 0
+    status_file, peak = Path(f"/proc/{process.pid}/status"), {"VmHWM": 0, "RssAnon": 0}
     while process.poll() is None:
         try:
             for line in status_file.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kb = max(peak_kb, int(line.split()[1]))
+                key = line.split(":")[0]
+                if key in peak:
+                    peak[key] = max(peak[key], int(line.split()[1]))
         except (OSError, ValueError):  # the process ended between the poll and the read
             pass
         time.sleep(0.02)
     seconds = time.perf_counter() - start
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()}")
-    return peak_kb / 1024, seconds
+    return peak["VmHWM"] / 1024, peak["RssAnon"] / 1024, seconds
+
+
+def cell(measured: tuple[float, float, float]) -> str:
+    peak, anonymous, seconds = measured
+    return f"{peak:,.0f} ({anonymous:,.0f}), {seconds:.0f} s"
 
 
 def write_points(directory: Path, rows: int) -> tuple[Path, Path]:
@@ -73,13 +85,10 @@ def write_points(directory: Path, rows: int) -> tuple[Path, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    header = (
-        "| rows | file MB (.npy / CSV) | density CSV: peak MB, s | density .npy: peak MB, s "
-        "| sample ROWS: peak MB, s | train 200 steps from .npy: peak MB, s |"
-    )
+    header = "| rows | file MB (.npy / CSV) | density CSV | density .npy | sample ROWS | train 200 steps from .npy |"
     lines = [header, "|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -94,21 +103,26 @@ def main() -> None:
             for source in (csv, npy):
                 out = work / f"logp-{source.suffix[1:]}.csv"
                 density = [*FLOWFIT, "density", "--model", str(model), "--input", str(source)]
-                mb, s = peak_rss([*density, "--out", str(out)])
-                cells.append(f"{mb:,.0f}, {s:.0f}")
+                cells.append(cell(peak_rss([*density, "--out", str(out)])))
                 out.unlink()
-            mb, s = peak_rss([*FLOWFIT, "sample", "--model", str(model), "-n", str(rows), "--out", str(work / "s.csv")])
-            cells.append(f"{mb:,.0f}, {s:.0f}")
+            cells.append(
+                cell(
+                    peak_rss([*FLOWFIT, "sample", "--model", str(model), "-n", str(rows), "--out", str(work / "s.csv")])
+                )
+            )
             (work / "s.csv").unlink()
             run = work / f"run-{rows}"
             command = [*FLOWFIT, "train", "--data", str(npy), "--layers", "2", "--hidden", "32", "--steps", "200"]
-            mb, s = peak_rss([*command, "--out", str(run), "--no-plots", "--no-progress"])
-            cells.append(f"{mb:,.0f}, {s:.0f}")
+            cells.append(cell(peak_rss([*command, "--out", str(run), "--no-plots", "--no-progress"])))
             lines.append(f"| {rows:,} | {sizes} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
             npy.unlink()
             csv.unlink()
-    lines += ["", "Peak resident memory of each command's process (VmHWM), MB; wall seconds."]
+    lines += [
+        "",
+        "Each cell: peak resident memory of the command's process (VmHWM), MB (its peak anonymous memory, RssAnon, "
+        "MB); wall seconds.",
+    ]
     if args.out:
         write_text(args.out, "\n".join(lines) + "\n")
 

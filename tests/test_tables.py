@@ -111,6 +111,35 @@ def test_rows_on_disk_read_what_they_select(tmp_path) -> None:
     assert low.tolist() == [11.0, 9.0] and high.tolist() == [31.0, 29.0]
 
 
+def resident_file_mb() -> float:
+    """This process's resident pages that map files (``RssFile``), MB (Linux)."""
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("needs Linux's /proc/self/status")
+
+
+def test_a_pass_over_a_mapped_file_leaves_its_pages_unmapped(tmp_path, monkeypatch) -> None:
+    """A pass over a 32 MB ``.npy`` (checking every row) and a read of a large sample leave
+    its pages in the file cache, not in the process: without releasing them, the same pass
+    leaves the whole file resident. Training batches (small reads) are left mapped."""
+    np.save(tmp_path / "t.npy", np.random.default_rng(0).normal(size=(2_000_000, 2)))
+    np.save(tmp_path / "small.npy", np.zeros((10_000, 2)))
+    warm_up, _ = tables.open_rows(tmp_path / "small.npy")  # code that runs for the first time maps pages
+    warm_up.ranges(), warm_up.take(torch.randperm(len(warm_up)))
+    grown = {}
+    for release in (True, False):
+        if not release:
+            monkeypatch.setattr(tables.MappedPages, "release", lambda self: None)
+        rows, _ = tables.open_rows(tmp_path / "t.npy")
+        before = resident_file_mb()
+        rows.ranges()
+        rows.take(torch.randperm(len(rows))[:100_000])
+        grown[release] = resident_file_mb() - before
+        del rows
+    assert grown[False] > 25 and grown[True] < 5, grown
+
+
 def test_a_part_of_a_shuffled_split_reads_as_its_row_numbers_do(tmp_path) -> None:
     """A :class:`~flowfit.shuffle.Segment` selects, lazily, the rows its items name: the same
     values as the listed row numbers, in the same order, in blocks front to back; and a part

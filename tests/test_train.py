@@ -294,6 +294,45 @@ def test_training_from_disk_equals_training_in_memory(tmp_path, conditional: boo
     assert torch.equal(in_memory, on_disk)
 
 
+def test_the_nll_of_rows_on_disk_is_the_nll_of_the_same_rows_in_memory(tmp_path, monkeypatch) -> None:
+    """Rows on disk are scored a chunk at a time (here chunks of 100 of 1,234 rows): the same
+    mean and standard error as all of them at once; a row of density 0 makes the NLL inf."""
+    from flowfit.train import trainer
+
+    monkeypatch.setattr(trainer, "CHUNK_ROWS", 100)
+    x = datasets.moons(1234, seed=3).double() * 50 + 1000  # an offset: the sums must not cancel
+    np.save(tmp_path / "t.npy", x.numpy())
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    flow = flowfit.RealNVP(2, layers=2, hidden=(8,)).double()
+    flow.initialize(x)
+    mean, stderr = nll(flow, rows)
+    expected_mean, expected_stderr = nll(flow, x)
+    assert mean == pytest.approx(expected_mean, rel=1e-12) and stderr == pytest.approx(expected_stderr, rel=1e-9)
+    part = shuffle.split(1234, (0.5, 0.5), seed=0)[1]  # a shuffled part, as training leaves it
+    assert nll(flow, tables.select_rows(rows, part))[0] == pytest.approx(nll(flow, x[part.items()])[0], rel=1e-12)
+    x[1000] = float(np.finfo(np.float64).max)  # far outside the data: log-density -inf
+    np.save(tmp_path / "far.npy", x.numpy())
+    assert nll(flow, tables.open_rows(tmp_path / "far.npy")[0])[0] == math.inf == nll(flow, x)[0]
+
+
+def test_a_large_validation_set_is_measured_on_a_random_sample(monkeypatch) -> None:
+    """Of more held-out rows than VALIDATION_ROWS, validation measures that many, chosen at
+    random: from a validation set sorted by its first column, the sample's mean is the
+    whole set's, not its first rows'."""
+    from flowfit.train import data as training_data
+
+    monkeypatch.setattr(training_data, "VALIDATION_ROWS", 500)
+    val = datasets.moons(5000, seed=1).double()
+    val = val[val[:, 0].argsort()]
+    flow = small_flow()
+    result = flowfit.fit(flow, datasets.moons(1000), steps=2, val_data=val, val_every=1, progress=False)
+    source, (held_x, _), _ = training_data.make_source(datasets.moons(1000), flow, val, 0.1, 0, 0, 1)
+    assert held_x.shape == (500, 2)
+    assert set(map(tuple, held_x.tolist())) <= set(map(tuple, val.float().tolist()))
+    assert abs(held_x[:, 0].mean().item() - val[:, 0].mean().item()) < 0.1  # the first 500 rows: 1.4 below
+    assert result.best_val_nll == pytest.approx(nll(flow, held_x)[0], abs=1e-5)
+
+
 def numbered_source(n: int, seed: int = 0, rank: int = 0, world: int = 1, rows=None) -> TableSource:
     """A source whose row ``i`` holds ``(i, i)`` (unless ``rows`` are given): a batch says
     which rows it drew."""

@@ -378,7 +378,7 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
     if picture is not None:
         metrics |= picture_metrics(flow, PictureDensity(picture), data.test[0], test_nll)
     if flow.is_continuous:
-        metrics |= solver_costs(flow, data.test[0][:SOLVE_ROWS])
+        metrics |= solver_costs(flow, sources.first_rows(data.test, SOLVE_ROWS)[0])
     return metrics
 
 

@@ -69,8 +69,9 @@ class Data:
     given: list[str]
     #: in memory, on disk (a ``.npy`` file, read a batch at a time), or a sampler
     train: Pair | tuple[Rows, Rows | None] | Callable[[int], Tensor]
-    val: Pair
-    test: Pair
+    #: in memory, or on disk (a ``.npy`` file: scored a chunk at a time, see :func:`first_rows`)
+    val: Pair | tuple[Rows, Rows | None]
+    test: Pair | tuple[Rows, Rows | None]
     #: a fixed sample of the training distribution (pictures, and the train NLL)
     reference: Pair
     #: how each column enters the flow (empty: standardization only)
@@ -240,7 +241,7 @@ def resolve(
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
         preprocess = TABLE_PREPROCESS[spec]
     lowest = _ranges(values)[0].tolist()
-    plans = make_plan(_in_memory(train, PLAN_ROWS)[0], continuous, preprocess, lowest=lowest)
+    plans = make_plan(first_rows(train, PLAN_ROWS)[0], continuous, preprocess, lowest=lowest)
     for first_row, block in _blocks(values, file_rows):
         check_plans(plans, block, continuous, first_row)
     train_low, train_high = _ranges(train[0])
@@ -249,14 +250,14 @@ def resolve(
     constant = [c for c, same, plan in zip(continuous, flat, plans, strict=True) if same and not plan.dequantize]
     if constant:
         raise InputError(f"{path}: column(s) {', '.join(constant)} are constant; a density over them does not exist")
-    reference = _in_memory(train, 10_000)
+    reference = first_rows(train, 10_000)
     return Data(
         path,
         continuous,
         given,
         train,
-        _in_memory(val),
-        _in_memory(test),
+        val,
+        test,
         reference,
         plans,
         notes=notes,
@@ -388,8 +389,9 @@ def _ranges(values: Tensor | Rows) -> tuple[Tensor, Tensor]:
     return values.min(dim=0).values, values.max(dim=0).values
 
 
-def _in_memory(pair: tuple[Any, Any], rows: int | None = None) -> Pair:
-    """The first ``rows`` (default: all) of a pair of tensors or :class:`Rows`, in memory."""
+def first_rows(pair: tuple[Any, Any], rows: int | None = None) -> Pair:
+    """The first ``rows`` (default: all) of a pair of tensors or :class:`Rows`, in memory
+    (the parts of a split are shuffled: its first rows are a random sample)."""
 
     def read(part: Tensor | Rows | None) -> Tensor | None:
         if part is None:

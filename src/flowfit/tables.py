@@ -14,7 +14,8 @@ asked to keep them mark them (NaN in numbers, ``None`` in labels) and the caller
 the user's policy (``--missing``). :func:`check_values` then checks that the values fit the
 model's dtype.
 
-:class:`Rows` leaves a ``.npy`` file on disk (memory-mapped) and reads a batch at a time.
+:class:`Rows` leaves a ``.npy`` file on disk (memory-mapped) and reads a batch at a time;
+:class:`MappedPages` releases the pages that a pass over such a file mapped into the process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import mmap
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -262,10 +264,14 @@ def open_table(spec: str | Path) -> Table:
     if path.suffix in (".npy", ".npz"):
         values, names = _read_array(path, key)
 
+        pages = MappedPages(values)
+
         def raw(rows: int, positions: list[int]) -> Iterator[RawBlock]:
             for start in range(0, len(values), rows):
                 part = values[start : start + rows]
-                yield RawBlock(start, None, [np.asarray(part[:, j], dtype=np.float64) for j in positions])
+                block = RawBlock(start, None, [np.array(part[:, j], dtype=np.float64) for j in positions])
+                pages.release()
+                yield block
 
         return Table(str(spec), names, False, raw, [NUMBER] * len(names))
     if key is not None:
@@ -542,6 +548,41 @@ def _dtype(dtype: torch.dtype) -> str:
 
 
 # -- rows on disk ------------------------------------------------------------------------------
+#: Rows read at once from a memory-mapped file beyond which the pages they mapped are
+#: released (a pass or a sample, not a training batch).
+RELEASE_ROWS = 4096
+
+
+class MappedPages:
+    """Releases the pages that a large read from a memory-mapped array
+    (``np.load(path, mmap_mode="r")``) mapped into this process.
+
+    Reading a row of a mapped file maps its page (and, on Linux, up to 64 KiB around it),
+    and a mapped page counts in the process's resident memory until the mapping ends: one
+    pass over the file would leave all of it there. ``madvise(MADV_DONTNEED)`` unmaps them
+    (the file is read-only, so nothing is lost; the pages stay in the system's file cache, and
+    the next read maps them again cheaply). Small reads (training batches) are left mapped:
+    unmapping after each one costs more than the step's own reading (480 against 33
+    microseconds for 256 rows of a 10-million-row file), and the kernel reclaims clean file
+    pages whenever memory runs short. Arrays that are not file-mapped are left alone."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        base: Any = array
+        while base is not None and not isinstance(base, mmap.mmap):
+            base = getattr(base, "base", None)
+        self.mapping: mmap.mmap | None = base if hasattr(mmap, "MADV_DONTNEED") else None
+
+    def read(self, rows: int) -> None:
+        """``rows`` rows were just read (and copied out): release their pages if they are many."""
+        if rows >= RELEASE_ROWS:
+            self.release()
+
+    def release(self) -> None:
+        """Unmap every page of the file from this process (a pass's block was read)."""
+        if self.mapping is not None:
+            self.mapping.madvise(mmap.MADV_DONTNEED)
+
+
 class _AllRows:
     """Every row of the file, in file order (position ``i`` is row ``i``)."""
 
@@ -620,6 +661,7 @@ class Rows:
         if array.ndim != 2:
             raise InputError(f"{name}: expected a 2-D array (rows are samples), got shape {array.shape}")
         self.array, self.name = array, name
+        self._pages = MappedPages(array)  # shared by selections of it
         self._index: _AllRows | _ListedRows | _ShuffledRows = (
             _AllRows(len(array)) if rows is None else _ListedRows(torch.as_tensor(rows, dtype=torch.long))
         )
@@ -661,13 +703,16 @@ class Rows:
         order = np.argsort(rows, kind="stable")
         values = np.empty((len(rows), len(self.columns)), dtype=np.float64)
         values[order] = self.array[rows[order]][:, self.columns]
+        self._pages.read(len(rows))
         return torch.from_numpy(values)
 
     def blocks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[Tensor, Tensor]]:
         """``(row numbers in the file, values)`` blocks, read front to back (at most
         ``chunk_rows`` rows each)."""
         for _, rows in self._index.in_file_order(chunk_rows):
-            yield rows, torch.from_numpy(np.asarray(self.array[rows.numpy()][:, self.columns], dtype=np.float64))
+            block = np.asarray(self.array[rows.numpy()][:, self.columns], dtype=np.float64)
+            self._pages.release()
+            yield rows, torch.from_numpy(block)
 
     def _checked(self, positions: Tensor) -> Tensor:
         if positions.dtype.is_floating_point or positions.dtype == torch.bool:

@@ -33,6 +33,11 @@ INIT_ROWS = 100_000
 _INTEGERS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 #: Fresh draws of a sampler that initialise the flow and, by default, validate it.
 SAMPLER_ROWS = 10_000
+#: Held-out rows that validation measures (a random sample of them when there are more):
+#: the standard error of the mean log-density over 100,000 rows is 0.3% of its spread, which
+#: is enough to choose the best state, and validating a 10-million-row file then costs the
+#: time and memory of validating a million-row one.
+VALIDATION_ROWS = 100_000
 
 
 def as_rows(values: Any, name: str) -> Tensor | Rows:
@@ -91,6 +96,15 @@ def pairs(data: Data, flow: Flow, name: str) -> tuple[Tensor | Rows, Tensor | Ro
 
 def in_memory(values: Tensor | Rows | None) -> Tensor | None:
     return values.take() if isinstance(values, Rows) else values
+
+
+def held_out(x: Tensor | Rows, context: Tensor | Rows | None, seed: int) -> tuple[Tensor, Tensor | None]:
+    """The validation rows, in memory: all of ``x`` (and its contexts), or a random sample of
+    :data:`VALIDATION_ROWS` of them (seeded, read in file order)."""
+    index = torch.arange(len(x))
+    if len(x) > VALIDATION_ROWS:
+        index = Permutation(len(x), seed)(torch.arange(VALIDATION_ROWS)).sort().values
+    return read_rows(x, index), None if context is None else read_rows(context, index)
 
 
 def split_indices(n: int, fractions: tuple[float, ...], seed: int = 0) -> list[Tensor]:
@@ -183,7 +197,8 @@ def make_source(
 ) -> tuple[TableSource | SamplerSource, Pairs, Pairs]:
     """The training source, the validation pair and the pair the flow is initialised from
     (all tensors, checked). Data rows lose ``val_fraction`` of themselves to validation when
-    no ``val_data`` is given; a sampler's validation set is ``SAMPLER_ROWS`` fresh draws."""
+    no ``val_data`` is given; a sampler's validation set is ``SAMPLER_ROWS`` fresh draws; of
+    more than :data:`VALIDATION_ROWS` held-out rows, validation measures a random sample."""
     if callable(data) and not isinstance(data, Tensor | Rows | np.ndarray):
         if bool(flow.dequantize_steps.any()):
             raise InputError("dequantization needs data rows, not a sampler")
@@ -197,8 +212,7 @@ def make_source(
             if n_val < 1 or len(x) - n_val < 2:
                 raise InputError(f"{len(x)} rows are too few to hold out a validation set")
             val_part, train_part = split(len(x), (val_fraction, 1 - val_fraction), seed)
-            val_index = val_part.items()
-            val = (read_rows(x, val_index), None if context is None else read_rows(context, val_index))
+            val = held_out(select_rows(x, val_part), None if context is None else select_rows(context, val_part), seed)
             x, context = select_rows(x, train_part), None if context is None else select_rows(context, train_part)
         source = TableSource(x, context, flow, seed, rank, world)
         init_index = torch.arange(len(x))
@@ -206,7 +220,6 @@ def make_source(
             init_index = Permutation(len(x), seed=0)(torch.arange(INIT_ROWS))
         init = source.__getitems__(init_index)
     if val_data is not None:
-        val_x, val_context = pairs(val_data, flow, "validation data")
-        val = (in_memory(val_x), in_memory(val_context))
+        val = held_out(*pairs(val_data, flow, "validation data"), seed)
     cast = lambda v: None if v is None else v.to(flow.device, flow.dtype)  # noqa: E731
     return source, (cast(val[0]), cast(val[1])), (cast(init[0]), cast(init[1]))

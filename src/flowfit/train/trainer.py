@@ -28,6 +28,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from flowfit.errors import CheckpointError, FlowfitError, FlowfitWarning, InputError, TrainingDivergedError
 from flowfit.flow import Flow
 from flowfit.options import TrainOptions
+from flowfit.tables import CHUNK_ROWS, Rows, read_rows
 from flowfit.train.callbacks import Callback, Record
 from flowfit.train.checkpoint import Checkpointer
 from flowfit.train.data import Data, Pairs, SamplerSource, make_source
@@ -45,13 +46,28 @@ def adam(parameters: Any, lr: float, device: torch.device) -> torch.optim.Adam:
 
 
 @torch.inference_mode()
-def nll(flow: Flow, x: Tensor, context: Tensor | None = None, seed: int = 0) -> tuple[float, float]:
+def nll(flow: Flow, x: Tensor | Rows, context: Tensor | Rows | None = None, seed: int = 0) -> tuple[float, float]:
     """Mean negative log-likelihood of the rows ``x`` (nats per sample) and its standard
     error; quantized columns are dequantized with noise from ``seed``
-    (:meth:`Flow.dequantized_log_prob`)."""
-    values = flow.dequantized_log_prob(x, context, seed).double()
-    stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return -values.mean().item(), stderr
+    (:meth:`Flow.dequantized_log_prob`). Rows on disk are read and scored a chunk at a time
+    (the noise of chunk ``k`` drawn from ``seed + k``), so memory stays flat."""
+    if not isinstance(x, Rows):
+        values = flow.dequantized_log_prob(x, context, seed).double()
+        stderr = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+        return -values.mean().item(), stderr
+    count, shift, total, squares = 0, 0.0, 0.0, 0.0  # sums of (value - shift): no cancellation
+    for k, index in enumerate(torch.arange(len(x)).split(CHUNK_ROWS)):
+        rows = read_rows(x, index).to(flow.device, flow.dtype)
+        given = None if context is None else read_rows(context, index).to(flow.device, flow.dtype)
+        values = flow.dequantized_log_prob(rows, given, seed + k).double()
+        if not bool(torch.isfinite(values).all()):  # the mean is -inf (or NaN), as in memory
+            return -values.mean().item(), float("nan")
+        shift = values.mean().item() if k == 0 else shift
+        count += len(values)
+        total, squares = total + (values - shift).sum().item(), squares + ((values - shift) ** 2).sum().item()
+    mean = shift + total / count
+    variance = (squares - total**2 / count) / (count - 1) if count > 1 else float("nan")
+    return -mean, math.sqrt(variance / count) if count > 1 else float("nan")
 
 
 class Schedule:
