@@ -326,7 +326,7 @@ def test_a_large_validation_set_is_measured_on_a_random_sample(monkeypatch) -> N
     val = val[val[:, 0].argsort()]
     flow = small_flow()
     result = flowfit.fit(flow, datasets.moons(1000), steps=2, val_data=val, val_every=1, progress=False)
-    source, (held_x, _), _ = training_data.make_source(datasets.moons(1000), flow, val, 0.1, 0, 0, 1)
+    _, (held_x, _), _ = training_data.make_source(datasets.moons(1000), flow, val, 0.1, 0, 0, 1)
     assert held_x.shape == (500, 2)
     assert set(map(tuple, held_x.tolist())) <= set(map(tuple, val.float().tolist()))
     assert abs(held_x[:, 0].mean().item() - val[:, 0].mean().item()) < 0.1  # the first 500 rows: 1.4 below
