@@ -131,3 +131,26 @@ def test_trained_density_integrates_to_one() -> None:
     test = datasets.moons(5000, seed=1).double()
     gaussian = -torch.distributions.MultivariateNormal(test.mean(0), torch.cov(test.T)).log_prob(test).mean()
     assert -flow.log_prob(test).mean() < gaussian - 0.3
+
+
+def test_in_place_activations_give_the_gradients_of_fresh_ones() -> None:
+    """Conditioners apply ReLU in place (no new buffer per layer): the log-densities and
+    every parameter's gradient are those of the same network with ReLU writing a new tensor."""
+    import copy
+
+    torch.manual_seed(0)
+    flow = flowfit.NSF(3, layers=2).double()
+    for p in flow.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    fresh = copy.deepcopy(flow)
+    relus = [m for m in fresh.modules() if isinstance(m, torch.nn.ReLU)]
+    assert relus and all(m.inplace for m in relus)
+    for m in relus:
+        m.inplace = False
+    x = torch.randn(64, 3, dtype=torch.float64)
+    gradients = []
+    for model in (flow, fresh):
+        loss = -model.log_prob(x).mean()
+        gradients.append(torch.autograd.grad(loss, list(model.parameters())))
+    for a, b in zip(*gradients, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowfit.transforms.splines import _knots, rational_quadratic_spline, spline_params_per_dim
+from flowfit.transforms.splines import _bins, rational_quadratic_spline, spline_params_per_dim
 
 BOUND = 3.0
 
@@ -38,11 +38,16 @@ def test_round_trip_and_derivative_everywhere(bins: int, seed: int, scale: float
     )
 
 
+def knots(unnormalized: torch.Tensor) -> torch.Tensor:
+    """The ``K + 1`` knots on ``[-B, B]`` of the bins that ``unnormalized`` gives."""
+    ends = _bins(unnormalized, 1e-3)[1]
+    return torch.cat((torch.tensor([-BOUND]), 2 * BOUND * ends[:-1] - BOUND, torch.tensor([BOUND]))).double()
+
+
 @pytest.mark.parametrize("bins", [1, 4, 8])
 def test_knots_map_to_knots_and_edges_are_exact(bins: int) -> None:
     theta = random_theta((1,), bins, seed=bins).expand(bins + 1, -1)
-    x_knots = _knots(theta[0, :bins], BOUND, 1e-3)[1]
-    y_knots = _knots(theta[0, bins : 2 * bins], BOUND, 1e-3)[1]
+    x_knots, y_knots = knots(theta[0, :bins]), knots(theta[0, bins : 2 * bins])
     outputs, log_derivative = rational_quadratic_spline(x_knots, theta, BOUND)
     torch.testing.assert_close(outputs, y_knots, atol=1e-12, rtol=0)
     assert outputs[0] == -BOUND and outputs[-1] == BOUND
@@ -77,3 +82,16 @@ def test_gradients_are_finite_for_inputs_in_the_tails() -> None:
     outputs, log_derivative = rational_quadratic_spline(inputs, theta, BOUND)
     (outputs.sum() + log_derivative.sum()).backward()
     assert torch.isfinite(theta.grad).all() and torch.isfinite(inputs.grad).all()
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_the_spline_without_gradients_is_the_spline_with_them(inverse: bool) -> None:
+    """Without gradients the bin sizes' softmax is written out (faster); with them it is
+    ``torch.softmax``: the same map and log-derivative, float64."""
+    theta = random_theta((300, 2), 8, seed=7)
+    inputs = torch.randn(300, 2, dtype=torch.float64) * BOUND
+    with torch.no_grad():
+        fast = rational_quadratic_spline(inputs, theta, BOUND, inverse)
+    differentiable = rational_quadratic_spline(inputs, theta.clone().requires_grad_(True), BOUND, inverse)
+    for a, b in zip(fast, differentiable, strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-12)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from flowfit.nets import ACTIVATIONS
+from flowfit.nets import activation_layer
 from flowfit.transforms.base import Transform
 from flowfit.transforms.elementwise import AffineMap, ElementwiseMap, SplineMap
 
@@ -61,7 +61,7 @@ class MADE(nn.Sequential):
         low = 0 if context_dim else 1
         for size in hidden:
             hidden_degrees = low + torch.arange(size) % max(1, dim - low)
-            layers += [MaskedLinear(hidden_degrees[:, None] >= degrees[None, :]), ACTIVATIONS[activation]()]
+            layers += [MaskedLinear(hidden_degrees[:, None] >= degrees[None, :]), activation_layer(activation)]
             degrees = hidden_degrees
         out_degrees = torch.arange(1, dim + 1).repeat_interleave(params_per_dim)
         last = MaskedLinear(out_degrees[:, None] > degrees[None, :])
