@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 
+import flowfit
 from flowfit import FlowDensity, options
 from flowfit.cli import app
 from flowfit.errors import InputError
@@ -51,7 +52,8 @@ def test_the_docs_hold_the_generated_table() -> None:
         ({"lr": float("inf")}, "positive number"),
         ({"schedule": "linear"}, "must be one of cosine, plateau, constant"),
         ({"objective": "vae"}, "must be one of mle, fm"),
-        ({"ema": 1.0}, "decay in (0, 1)"),
+        ({"ema": 1.0}, "decay in [0, 1)"),
+        ({"ema": -0.1}, "decay in [0, 1)"),
         ({"val_fraction": 0.0}, "in (0, 1)"),
         ({"clip_grad": -1}, ">= 0"),
         ({"steps": 10, "warmup": 10}, "shorter than the run"),
@@ -72,3 +74,16 @@ def test_options_fill_family_defaults_and_refuse_unknown_names() -> None:
     with pytest.raises(InputError, match="unknown training option"):
         TrainOptions.from_dict({"stpes": 3})
     assert TrainOptions.from_dict(dataclasses.asdict(filled)) == filled
+
+
+def test_a_family_default_average_is_filled_and_zero_turns_it_off() -> None:
+    """RealNVP trains with an average of its weights unless asked not to (``--ema 0``)."""
+    from flowfit.train.trainer import Averager
+
+    defaults = flowfit.RealNVP.defaults_for("mle")[1]
+    assert TrainOptions().with_defaults(defaults).ema == 0.995
+    assert TrainOptions(ema=0.0).with_defaults(defaults).ema == 0.0
+    assert TrainOptions().with_defaults(flowfit.NSF.defaults_for("mle")[1]).ema is None
+    flow = flowfit.RealNVP(2, layers=2, hidden=(8,))
+    assert Averager(flow, 0.0).evaluated is flow and Averager(flow, None).evaluated is flow
+    assert Averager(flow, 0.995).evaluated is not flow

@@ -202,8 +202,31 @@ def test_ema_weights_are_what_the_flow_keeps() -> None:
     assert result.best_step == 50
     torch.manual_seed(0)
     plain = small_flow()
-    flowfit.fit(plain, datasets.moons(2000, seed=0), steps=50, lr=5e-3, val_every=50, seed=0, progress=False)
+    flowfit.fit(plain, datasets.moons(2000, seed=0), steps=50, lr=5e-3, ema=0, val_every=50, seed=0, progress=False)
     assert not torch.equal(parameters(flow), parameters(plain))  # averaged, not the last step's weights
+
+
+def test_the_average_warms_up_its_decay() -> None:
+    """After ``n`` updates the average moves toward the weights by ``1 - min(decay, (1 + n) /
+    (10 + n))``: early updates count, so a short run's average is not its initial weights."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from flowfit.train.trainer import warming_ema
+
+    weight = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    module = torch.nn.Module()
+    module.weight = weight
+    average = AveragedModel(module, multi_avg_fn=warming_ema(0.995))
+    expected = torch.zeros(3, dtype=torch.float64)
+    for n in range(300):
+        with torch.no_grad():
+            weight.copy_(torch.full((3,), float(n + 1)))
+        average.update_parameters(module)
+        # the first update copies; after it, the average of n updates decays by min(0.995, (1 + n) / (10 + n))
+        decay = min(0.995, (1 + n) / (10 + n))
+        expected = weight.detach().clone() if n == 0 else torch.lerp(expected, weight.detach(), 1 - decay)
+    torch.testing.assert_close(average.module.weight, expected, rtol=1e-12, atol=1e-12)
+    assert 250 < float(expected[0]) < 290  # an average of recent weights, not of the first ones
 
 
 def test_early_stopping_and_plateau_schedule(tmp_path) -> None:

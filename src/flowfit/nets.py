@@ -21,8 +21,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 #: Activations whose gradient needs only their output, so that they may overwrite their input:
-#: on CPU a fresh output buffer per layer costs as much as the layer's own arithmetic (an
-#: NSF conditioner on 4,096 rows: 2.1 ms with new buffers, 1.0 ms in place).
+#: one buffer less per layer (memory, and on CPU the page faults of a fresh buffer whenever the
+#: allocator has handed freed memory back to the system; see :mod:`flowfit.allocator`).
 IN_PLACE = ("relu", "leaky_relu")
 
 

@@ -44,7 +44,11 @@ class TrainOptions:
     )
     warmup: int = _option(0, "Steps of linear learning-rate warm-up (cosine and constant schedules).")
     clip_grad: float = _option(10.0, "Clip the gradient norm to this value (0: no clipping).")
-    ema: float | None = _option(None, "Average the weights with this EMA decay (e.g. 0.999) and keep the average.")
+    ema: float | None = _option(
+        None,
+        "Average the weights with this EMA decay (e.g. 0.999) and keep the average; 0: no average "
+        "[default: realnvp 0.995, the others none].",
+    )
     patience: int | None = _option(None, "Stop after this many validations without improvement.")
     val_fraction: float = _option(
         0.1, "Share of the data rows held out for validation (tables; generated data get 10,000 fresh draws)."
@@ -87,8 +91,8 @@ class TrainOptions:
             raise InputError(f"{_name('lr')} must be a positive number, got {self.lr}")
         if not 0 <= self.clip_grad < float("inf"):
             raise InputError(f"{_name('clip_grad')} must be >= 0 (0: no clipping), got {self.clip_grad}")
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise InputError(f"{_name('ema')} must be a decay in (0, 1), got {self.ema}")
+        if self.ema is not None and not 0 <= self.ema < 1:
+            raise InputError(f"{_name('ema')} must be a decay in [0, 1) (0: no average), got {self.ema}")
         if not 0 <= self.seed < 2**63:
             raise InputError(f"{_name('seed')} must lie in [0, 2**63), got {self.seed}")
         if not 0 < self.val_fraction < 1:

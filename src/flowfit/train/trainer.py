@@ -178,12 +178,27 @@ class Validation:
         self.records = [Record(*values) for values in state["records"]]
 
 
+def warming_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+    """The exponential moving average's update (``torch.optim.swa_utils``) whose decay grows
+    to ``decay`` as updates accumulate, ``min(decay, (1 + n) / (10 + n))`` after ``n`` of them
+    (as TensorFlow's ExponentialMovingAverage with ``num_updates``): the average of a short
+    run is not held back by the untrained weights (0.995 alone keeps 47% of them after 150
+    steps)."""
+
+    def update(averaged: list[Tensor], current: list[Tensor], count: Tensor) -> None:
+        n = float(count)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, count)
+
+    return update
+
+
 class Averager:
-    """An exponential moving average of the weights (``torch.optim.swa_utils``), or none."""
+    """An exponential moving average of the weights (:func:`warming_ema`), or none
+    (``decay`` None or 0)."""
 
     def __init__(self, flow: Flow, decay: float | None) -> None:
         self.flow = flow
-        self.model = None if decay is None else AveragedModel(flow, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.model = None if not decay else AveragedModel(flow, multi_avg_fn=warming_ema(decay))
 
     @property
     def evaluated(self) -> Flow:

@@ -41,9 +41,9 @@ def spline_params_per_dim(bins: int) -> int:
 
 def _softmax(values: Tensor) -> Tensor:
     """``softmax`` over the last dimension. Without gradients it is written out: on CPU
-    ``torch.softmax`` over a few bins is 3.5 times slower than these four operations (212
-    against 62 microseconds for 4,096 rows of 8; NSF's log_prob 18% faster). With gradients
-    ``torch.softmax`` stays: its single backward beats four (a training step 3.5% faster)."""
+    ``torch.softmax`` over a few bins is slower than these four operations (NSF's log_prob
+    takes 1.15x the time with it: ``benchmarks/nsf_inference.py``). With gradients
+    ``torch.softmax`` stays: its single backward beats four."""
     if values.requires_grad:
         return torch.softmax(values, dim=-1)
     exponentials = torch.exp(values - values.amax(dim=-1, keepdim=True))
