@@ -562,9 +562,10 @@ class MappedPages:
     pass over the file would leave all of it there. ``madvise(MADV_DONTNEED)`` unmaps them
     (the file is read-only, so nothing is lost; the pages stay in the system's file cache, and
     the next read maps them again cheaply). Small reads (training batches) are left mapped:
-    unmapping after each one costs more than the step's own reading (480 against 33
-    microseconds for 256 rows of a 10-million-row file), and the kernel reclaims clean file
-    pages whenever memory runs short. Arrays that are not file-mapped are left alone."""
+    unmapping after each one makes the next batches fault their pages in again, which costs
+    more than reading them (measured by hand, not in a benchmark: over ten times as much for 256
+    rows of a 10-million-row file), and the kernel reclaims clean file pages whenever memory
+    runs short. Arrays that are not file-mapped are left alone."""
 
     def __init__(self, array: np.ndarray) -> None:
         base: Any = array
