@@ -353,3 +353,18 @@ def test_parquet_text_and_null_cells(tmp_path) -> None:
     assert block.values[2].tolist() == [3.0, 3.0]
     with pytest.raises(InputError, match=r"row 2, column 'a' is missing \(NaN\)"):
         table.read_all(["a"])
+
+
+def test_training_batches_keep_their_pages_and_passes_release_theirs(tmp_path, monkeypatch) -> None:
+    """Releasing after every batch would fault its pages in again at the next: a batch of
+    thousands of rows keeps them; a pass releases after each block, a large sample once."""
+    np.save(tmp_path / "t.npy", np.zeros((200_000, 2)))
+    rows, _ = tables.open_rows(tmp_path / "t.npy")
+    released = []
+    monkeypatch.setattr(tables.MappedPages, "release", lambda self: released.append(1))
+    rows.take(torch.randperm(len(rows))[:8192])
+    assert released == []
+    rows.take(torch.randperm(len(rows))[: tables.RELEASE_ROWS])
+    assert len(released) == 1
+    list(rows.blocks(chunk_rows=50_000))
+    assert len(released) == 1 + 4

@@ -548,9 +548,10 @@ def _dtype(dtype: torch.dtype) -> str:
 
 
 # -- rows on disk ------------------------------------------------------------------------------
-#: Rows read at once from a memory-mapped file beyond which the pages they mapped are
-#: released (a pass or a sample, not a training batch).
-RELEASE_ROWS = 4096
+#: Rows read at once from a memory-mapped file from which on the pages they mapped are
+#: released: a chunk of a pass or a large sample, never a training batch (even one of
+#: thousands of rows, whose pages the next batches would fault in again).
+RELEASE_ROWS = CHUNK_ROWS
 
 
 class MappedPages:
