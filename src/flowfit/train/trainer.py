@@ -317,6 +317,8 @@ class Trainer:
         if self.world > 1:  # ranks drew the same validation data; each now draws its own batches
             torch.manual_seed(options.seed + 1_000_003 * self.rank)
         flow.initialize(*init)
+        # the average copies the flow before DistributedDataParallel hooks into its parameters
+        self.average = Averager(flow, options.ema)
         objective: nn.Module = _Objective(flow, options.objective)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -325,7 +327,6 @@ class Trainer:
         self.loss = CompiledLoss(objective, compiles(flow, options, self.world))
         self.optimizer = adam(flow.parameters(), options.lr, flow.device)
         self.schedule = Schedule(self.optimizer, options)
-        self.average = Averager(flow, options.ema)
         self.guard = DivergenceGuard(flow, self.optimizer, self.schedule, options.max_retries)
         self.validation = Validation(val, options.objective, options.patience)
         self.checkpointer = checkpointer  # every rank loads it; rank 0 writes it
