@@ -62,12 +62,18 @@ def nll(flow: Flow, x: Tensor | Rows, context: Tensor | Rows | None = None, seed
         values = flow.dequantized_log_prob(rows, given, seed + k).double()
         if not bool(torch.isfinite(values).all()):  # the mean is -inf (or NaN), as in memory
             return -values.mean().item(), float("nan")
-        shift = values.mean().item() if k == 0 else shift
-        count += len(values)
-        total, squares = total + (values - shift).sum().item(), squares + ((values - shift) ** 2).sum().item()
+        if k == 0:
+            shift = values.mean().item()
+        centred = values - shift
+        count, total, squares = (
+            count + len(values),
+            total + centred.sum().item(),
+            squares + centred.square().sum().item(),
+        )
     mean = shift + total / count
-    variance = (squares - total**2 / count) / (count - 1) if count > 1 else float("nan")
-    return -mean, math.sqrt(variance / count) if count > 1 else float("nan")
+    if count < 2:
+        return -mean, float("nan")
+    return -mean, math.sqrt((squares - total**2 / count) / (count - 1) / count)
 
 
 class Schedule:
