@@ -622,7 +622,9 @@ def typer_command():
 
 def test_help_shows_each_family_default_and_version() -> None:
     result = run("train", "--help")
-    assert "[default: realnvp 6, nsf 4, nsf-ar 4, maf 5, iaf 5, nice 6, glow 6]" in " ".join(result.output.split())
+    assert "[default: realnvp 6, nsf 4, nsf-ar 4, nsf-ar-ordered 4, maf 5, iaf 5, nice 6, glow 6]" in " ".join(
+        result.output.split()
+    )
     assert "[default: realnvp 6000, nsf 10000" in " ".join(result.output.split())
     from flowfit import __version__
 
@@ -851,7 +853,7 @@ def test_a_marginal_over_a_missing_category_is_the_sum_of_the_joint(tmp_path) ->
         "density", "--model", out, "--input", tmp_path / "holes.csv", "--out", marginal, "--missing", "marginal"
     )
     assert result.exit_code == 0, result.output
-    assert "2 rows with missing categorical cells were scored by the density of their observed cells" in result.output
+    assert "2 rows with missing cells were scored by the exact density of their observed cells" in result.output
     filled = "carat,cut\n" + "".join(f"{x},{c}\n" for x in (0.5, 3) for c in ("Fair", "Good", "Ideal"))
     (tmp_path / "filled.csv").write_text(filled)
     joint = tmp_path / "joint.csv"
@@ -864,11 +866,49 @@ def test_a_marginal_over_a_missing_category_is_the_sum_of_the_joint(tmp_path) ->
         "line 2, column 'cut' is missing",
     )
     (tmp_path / "no_carat.csv").write_text("carat,cut\n,Fair\n")
+    result = run("density", "--model", out, "--input", tmp_path / "no_carat.csv", "--out", tmp_path / "c.csv",
+                 "--missing", "marginal")  # fmt: skip
+    assert result.exit_code == 0, result.output  # one continuous column integrated out: log p(c) is left
+    from flowfit.categories import categories_of
+    from flowfit.io import load
+
+    log_p_fair = categories_of(load(out)).log_prob(torch.tensor([[0]])).item()
+    assert np.loadtxt(tmp_path / "c.csv", skiprows=1) == pytest.approx(log_p_fair, rel=1e-8)  # 9 digits written
+
+
+def test_an_ordered_flow_scores_rows_missing_their_last_cells(tmp_path) -> None:
+    from flowfit.categories import categories_of, joint_context
+    from flowfit.io import load
+
+    data = mixed_table(tmp_path / "houses.csv", n=300)
+    out = tmp_path / "run"
+    columns = ("--columns", "carat,price,cut", "--preprocess", "none", "--flow", "nsf-ar-ordered")
+    assert run("train", "--data", data, *columns, "--out", out, *TINY).exit_code == 0
+    (tmp_path / "holes.csv").write_text("id,price,cut,carat\n1,,Fair,0.5\n2,,,1.5\n3,3,Good,0.7\n")
+    marginal = tmp_path / "marginal.csv"
+    args = ("density", "--model", out, "--input", tmp_path / "holes.csv", "--missing", "marginal")
+    result = run(*args, "--out", marginal)
+    assert result.exit_code == 0, result.output
+    assert "2 rows with missing cells were scored by the exact density of their observed cells" in result.output
+    got = np.loadtxt(marginal, skiprows=1)
+    # log p(carat, c) with the price integrated out: the flow's leading column, then p(c) (summed for row 2)
+    flow = load(out)
+    categories = categories_of(flow)
+    codes = torch.arange(3)[:, None]
+    with torch.no_grad():
+        row_1 = flow.observed_log_prob(torch.tensor([[0.5, float("nan")]]), joint_context(None, codes[:1], categories))
+        row_2 = flow.observed_log_prob(torch.tensor([[1.5, float("nan")]] * 3), joint_context(None, codes, categories))
+    expected_1 = row_1.double() + categories.log_prob(codes[:1])
+    expected_2 = torch.logsumexp(row_2.double() + categories.log_prob(codes), dim=0)
+    np.testing.assert_allclose(got[:2], [expected_1.item(), expected_2.item()], rtol=0, atol=1e-5)
+    assert np.isfinite(got[2])
+    (tmp_path / "gap.csv").write_text("carat,price,cut\n0.5,1,Fair\n,2,Good\n")
     assert_clean_failure(
-        run("density", "--model", out, "--input", tmp_path / "no_carat.csv", "--out", tmp_path / "e.csv", "--missing",
-            "marginal"),
-        "line 2, column 'carat' is missing; flowfit sums out missing categorical cells exactly, but cannot integrate",
-    )  # fmt: skip
+        run(*args[:4], tmp_path / "gap.csv", *args[5:], "--out", tmp_path / "e.csv"),
+        "gap.csv: line 3: 'carat' is missing but 'price' after it is not; the flow integrates out missing cells only "
+        "after every observed one (in its order: carat, price)",
+    )
+    assert not (tmp_path / "e.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -921,3 +961,45 @@ def test_rows_named_after_dropped_rows_keep_their_place_in_the_file(tmp_path) ->
     )
     assert_clean_failure(result, "row 6")
     assert "row 5" not in result.stderr
+
+
+def test_recurring_values_are_atoms_of_an_ordered_flow(tmp_path) -> None:
+    from flowfit.io import load
+
+    rng = np.random.default_rng(0)
+    wage = np.round(20 * (400 + 20 * rng.normal(size=6000))) / 20  # to 5 cents
+    wage[rng.random(6000) < 0.2] = 412.25  # a fifth of the rows heap on one weekly wage
+    hours = 30 + wage / 40 + rng.normal(size=6000)
+    data = tmp_path / "wages.csv"
+    data.write_text("wage,hours\n" + "".join(f"{w:.2f},{h:.6f}\n" for w, h in zip(wage, hours, strict=True)))
+    out = tmp_path / "run"
+    result = run("train", "--data", data, "--flow", "nsf-ar-ordered", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "preprocessing: wage: dequantize (step 0.05, 1 recurring values), hours: none" in result.output
+    flow = load(out)
+    assert flow.has_atoms
+    (tmp_path / "points.csv").write_text("wage,hours\n412.25,40.3\n412.30,40.3\n")
+    logp = tmp_path / "logp.csv"
+    assert run("density", "--model", out, "--input", tmp_path / "points.csv", "--out", logp).exit_code == 0
+    on_atom, beside = np.loadtxt(logp, skiprows=1)
+    assert on_atom > beside + 2  # the atom's box holds a fifth of the mass in 5 cents
+    samples = tmp_path / "samples.csv"
+    assert run("sample", "--model", out, "-n", "2000", "--out", samples, "--seed", "0").exit_code == 0
+    drawn = np.loadtxt(samples, delimiter=",", skiprows=1)
+    assert 0.15 < np.mean(drawn[:, 0] == 412.25) < 0.3  # sampled back as the recurring value itself
+    # the other families mix the columns: no atoms for them
+    result = run("train", "--data", data, "--flow", "nsf-ar", "--out", tmp_path / "plain", *TINY)
+    assert "recurring values" not in result.output and not load(tmp_path / "plain").has_atoms
+
+
+def test_a_missing_given_cell_is_never_integrated_out(tmp_path) -> None:
+    data = mixed_table(tmp_path / "houses.csv", n=300)
+    out = tmp_path / "run"
+    given = ("--columns", "carat", "--given", "price", "--flow", "nsf-ar-ordered")
+    assert run("train", "--data", data, *given, "--out", out, *TINY).exit_code == 0
+    (tmp_path / "holes.csv").write_text("carat,price\n0.5,1\n0.7,\n")
+    assert_clean_failure(
+        run("density", "--model", out, "--input", tmp_path / "holes.csv", "--out", tmp_path / "e.csv",
+            "--missing", "marginal"),
+        "line 3, given column 'price' is missing: a condition cannot be integrated out; use --missing drop",
+    )  # fmt: skip

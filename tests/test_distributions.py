@@ -61,3 +61,17 @@ def test_a_flow_trains_with_a_learnt_base() -> None:
 def test_a_base_of_the_wrong_dimension_is_refused() -> None:
     with pytest.raises(ValueError, match="dimension 3"):
         flowfit.Flow([Standardize(2)], dim=2, base=StandardNormal(3))
+
+
+@pytest.mark.parametrize("cls", [StandardNormal, DiagonalNormal, StudentT])
+def test_log_prob_by_column_is_each_coordinates_density(cls) -> None:
+    base = with_random_parameters(cls(3))
+    z = 2 * torch.randn(50, 3, dtype=torch.float64)
+    if cls is StandardNormal:
+        expected = torch.distributions.Normal(0.0, 1.0).log_prob(z)
+    elif cls is DiagonalNormal:
+        expected = torch.distributions.Normal(base.loc, base.log_scale.exp()).log_prob(z)
+    else:
+        expected = torch.distributions.StudentT(base.df).log_prob(z)
+    torch.testing.assert_close(base.log_prob_by_column(z), expected)
+    torch.testing.assert_close(base.log_prob_by_column(z).sum(dim=1), base.log_prob(z))

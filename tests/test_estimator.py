@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -120,8 +121,24 @@ def test_missing_cells_follow_the_missing_parameter() -> None:
     log_p = model.score_samples(holes)
     assert np.isnan(log_p[[3, 50]]).all() and np.isfinite(np.delete(log_p, [3, 50])).all()
     np.testing.assert_array_equal(np.delete(log_p, [3, 50]), model.score_samples(np.delete(holes, [3, 50], axis=0)))
-    model.set_params(missing="marginal")
-    with pytest.raises(InputError, match="cannot integrate the flow over a missing continuous cell"):
+    model.set_params(missing="marginal", flow="maf")  # a flow that reverses the order between layers
+    model.fit(x)
+    with pytest.raises(InputError, match="row 4: 'x1' is missing: this flow mixes its continuous columns"):
+        model.score_samples(holes)
+
+
+def test_a_flow_that_keeps_the_column_order_scores_rows_missing_their_last_cells() -> None:
+    x = blobs(200)
+    holes = x.copy()
+    holes[[3, 50], 1] = np.nan
+    model = FlowDensity(**FAST, missing="marginal").fit(x)  # the default flow keeps the column order
+    log_p = model.score_samples(holes)
+    with torch.no_grad():
+        observed = model.flow_.observed_log_prob(torch.from_numpy(holes[[3, 50]])).double().numpy()
+    np.testing.assert_array_equal(log_p[[3, 50]], observed)
+    np.testing.assert_array_equal(np.delete(log_p, [3, 50]), model.score_samples(np.delete(holes, [3, 50], axis=0)))
+    holes[7, 0] = np.nan  # a missing first cell before an observed second one
+    with pytest.raises(InputError, match="row 8: 'x0' is missing but 'x1' after it is not"):
         model.score_samples(holes)
 
 

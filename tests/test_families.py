@@ -18,6 +18,7 @@ SMALL = {
     "nice": dict(layers=3, hidden=(16,)),
     "nsf": dict(layers=2, hidden=(16,), bins=5, tail_bound=3.0),
     "nsf_ar": dict(layers=2, hidden=(16,), bins=4, autoregressive=True),
+    "nsf_ar_ordered": dict(layers=2, hidden=(16,), bins=4, autoregressive=True, keep_order=True),
     "maf": dict(layers=3, hidden=(16,)),
     "iaf": dict(layers=2, hidden=(16,)),
     "glow": dict(layers=2, hidden=(16,)),
@@ -25,7 +26,7 @@ SMALL = {
 
 
 def build(name: str, dim: int, context_dim: int = 0, **extra) -> flowfit.Flow:
-    builder = FAMILIES["nsf" if name == "nsf_ar" else name].cls
+    builder = FAMILIES["nsf" if name.startswith("nsf_ar") else name].cls
     flow = builder(dim, context_dim=context_dim, **SMALL[name], **extra).double()
     randomize(flow, scale=0.3, seed=dim + context_dim)
     flow.initialize(
@@ -129,6 +130,7 @@ def test_families_are_flow_classes_with_one_registry() -> None:
     flow = flowfit.RealNVP(2)
     assert isinstance(flow, flowfit.RealNVP) and isinstance(flow, flowfit.Flow)
     assert family_of(flowfit.NSF(2, autoregressive=True)) == "nsf-ar" and family_of(flowfit.NSF(2)) == "nsf"
+    assert family_of(flowfit.NSF(2, autoregressive=True, keep_order=True)) == "nsf-ar-ordered"
     assert FAMILIES["nsf-ar"].defaults()["autoregressive"] is True
     assert FAMILIES["realnvp"].defaults()["layers"] == 6 and FAMILIES["cnf"].defaults("fm")["hidden"] == (128,) * 3
     assert family_of(flowfit.Flow([Reverse(2)], 2)) == ""

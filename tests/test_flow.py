@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,131 @@ def test_in_place_activations_give_the_gradients_of_fresh_ones() -> None:
         gradients.append(torch.autograd.grad(loss, list(model.parameters())))
     for a, b in zip(*gradients, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def random_ordered_nsf(dim: int, context_dim: int = 0, seed: int = 0) -> Flow:
+    """An ``nsf-ar-ordered`` flow with random weights and a non-trivial standardization."""
+    flow = flowfit.FAMILIES["nsf-ar-ordered"].build(dim, layers=3, hidden=(16,), bins=5, context_dim=context_dim)
+    flow = flow.double()
+    randomize(flow, scale=0.15, seed=seed)
+    standardize = flow.layers[-1]
+    standardize.loc.copy_(torch.linspace(-1, 2, dim, dtype=torch.float64))
+    standardize.scale.copy_(torch.linspace(0.5, 2, dim, dtype=torch.float64))
+    return flow
+
+
+def log_integral(log_density: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``log`` of the trapezoid rule's integral of ``exp(log_density)`` over ``grid`` (last axis)."""
+    weights = torch.full_like(grid, float(grid[1] - grid[0]))
+    weights[0] = weights[-1] = weights[0] / 2
+    return torch.logsumexp(log_density + weights.log(), dim=-1)
+
+
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_observed_log_prob_is_the_integral_of_the_joint_over_trailing_columns(context_dim: int) -> None:
+    flow = random_ordered_nsf(2, context_dim, seed=3)
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 2, dtype=torch.float64, generator=generator)
+    context = torch.randn(4, context_dim, dtype=torch.float64, generator=generator) if context_dim else None
+    grid = torch.linspace(-12, 14, 60001, dtype=torch.float64)  # the second column: loc 2, scale 2
+    with torch.no_grad():
+        integrals = []
+        for i in range(len(x)):
+            points = torch.stack((x[i, 0].expand(len(grid)), grid), dim=1)
+            row_context = None if context is None else context[i].expand(len(grid), -1)
+            integrals.append(log_integral(flow.log_prob(points, row_context), grid))
+        observed = x.clone()
+        observed[:, 1] = float("nan")
+        torch.testing.assert_close(flow.observed_log_prob(observed, context), torch.stack(integrals), atol=1e-6, rtol=0)
+        # nothing missing: the joint itself; everything missing: log 1
+        torch.testing.assert_close(flow.observed_log_prob(x, context), flow.log_prob(x, context), atol=1e-12, rtol=0)
+        nothing = torch.full_like(x, float("nan"))
+        assert torch.equal(flow.observed_log_prob(nothing, context), torch.zeros(4, dtype=torch.float64))
+
+
+def test_observed_log_prob_of_two_trailing_columns_integrates_one_out_of_the_other() -> None:
+    """In 3-D, p(x1) is the integral over x2 of p(x1, x2), both from observed_log_prob."""
+    flow = random_ordered_nsf(3, seed=5)
+    grid = torch.linspace(-14, 14, 40001, dtype=torch.float64)  # the second column: loc 0.5, scale 1.25
+    with torch.no_grad():
+        for first in (-1.5, 0.3, 1.0):
+            points = torch.stack((torch.full_like(grid, first), grid, torch.full_like(grid, float("nan"))), dim=1)
+            pair = flow.observed_log_prob(points)
+            single = flow.observed_log_prob(torch.tensor([[first, float("nan"), float("nan")]], dtype=torch.float64))
+            torch.testing.assert_close(single, log_integral(pair, grid)[None], atol=1e-6, rtol=0)
+
+
+def test_observed_log_prob_refuses_misplaced_gaps_and_flows_that_mix_columns() -> None:
+    flow = random_ordered_nsf(3)
+    points = torch.zeros(3, 3, dtype=torch.float64)
+    points[2, 1] = float("nan")  # the third column is observed after a missing second
+    with pytest.raises(InputError, match=r"row 3: 'x1' is missing but 'x2' after it is not.*order: x0, x1, x2"):
+        flow.observed_log_prob(points)
+    assert not flowfit.FAMILIES["nsf-ar"].build(3).marginalizes_trailing_columns
+    for name in ("nsf", "realnvp", "maf"):
+        mixing = flowfit.FAMILIES[name].build(3)
+        assert not mixing.marginalizes_trailing_columns
+        with pytest.raises(InputError, match="row 2: 'x2' is missing: this flow mixes its continuous columns"):
+            mixing.observed_log_prob(torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="keep_order applies to autoregressive"):
+        flowfit.NSF(3, keep_order=True)
+
+
+def flow_with_atoms(seed: int = 0) -> Flow:
+    """A random 2-D ``nsf-ar-ordered`` flow whose columns have atoms: two boxes of 0.05 in the
+    first (weights 0.2, 0.1), one of 0.1 in the second (0.3)."""
+    plans = [
+        dict(dequantize=0.05, atoms=(0.0, 0.5), atom_weights=(0.2, 0.1)),
+        dict(dequantize=0.1, atoms=(1.0,), atom_weights=(0.3,)),
+    ]
+    flow = flowfit.FAMILIES["nsf-ar-ordered"].build(2, layers=2, hidden=(16,), bins=5, preprocess=plans).double()
+    return randomize(flow, scale=0.15, seed=seed)
+
+
+def test_atoms_are_boxes_mixed_into_each_columns_conditional_density() -> None:
+    flow = flow_with_atoms()
+    plain = flowfit.FAMILIES["nsf-ar-ordered"].build(2, layers=2, hidden=(16,), bins=5).double()
+    plain.load_state_dict(flow.state_dict())  # the same flow without its atoms
+    points = torch.tensor([[0.01, 1.05], [0.3, 1.05], [0.52, -0.4], [-1.0, 2.0]], dtype=torch.float64)
+    with torch.no_grad():
+        z, log_derivative = plain.transform.inverse_by_column(points)
+        q = (plain.base.log_prob_by_column(z) + log_derivative).exp()
+    step = flow.dequantize_steps  # 0.05 and 0.1, as the flow holds them
+    first = torch.tensor([0.2, 0.0, 0.1, 0.0], dtype=torch.float64) / step[0] + 0.7 * q[:, 0]
+    second = torch.tensor([0.3, 0.3, 0.0, 0.0], dtype=torch.float64) / step[1] + 0.7 * q[:, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(flow.log_prob(points), first.log() + second.log(), atol=1e-12, rtol=0)
+
+
+def test_a_density_with_atoms_integrates_to_one_and_its_samples_follow_it() -> None:
+    flow = flow_with_atoms(seed=1)
+    grid = torch.linspace(-10, 12, 220001, dtype=torch.float64)  # 1e-4 apart: 500 points a box
+    with torch.no_grad():
+        for first in (0.01, 0.3):  # the second column's conditional density, integrated
+            points = torch.stack((torch.full_like(grid, first), grid), dim=1)
+            single = flow.observed_log_prob(torch.tensor([[first, float("nan")]], dtype=torch.float64))
+            torch.testing.assert_close(log_integral(flow.log_prob(points), grid)[None], single, atol=2e-3, rtol=0)
+        marginal = flow.observed_log_prob(torch.stack((grid, torch.full_like(grid, float("nan"))), dim=1))
+        assert log_integral(marginal, grid).item() == pytest.approx(0.0, abs=2e-3)
+        in_box = (grid >= 0) & (grid < 0.05)
+        box_mass = marginal[in_box].exp().sum().item() * float(grid[1] - grid[0])
+        torch.manual_seed(0)
+        samples = flow.sample(40000)
+    share = ((samples[:, 0] >= 0) & (samples[:, 0] < 0.05)).double().mean().item()
+    assert share == pytest.approx(box_mass, abs=4 * math.sqrt(box_mass * (1 - box_mass) / 40000))
+    second = ((samples[:, 1] >= 1) & (samples[:, 1] < 1.1)).double().mean().item()
+    assert second > 0.3  # the atom's weight, and what the flow's own part puts in its box
+    with torch.no_grad():
+        drawn, log_p = flow.sample_and_log_prob(50)
+        torch.testing.assert_close(log_p, flow.log_prob(drawn))
+
+
+def test_atoms_need_a_flow_that_keeps_the_column_order_and_survive_saving(tmp_path) -> None:
+    plan = dict(dequantize=0.1, atoms=(1.0,), atom_weights=(0.3,))
+    with pytest.raises(ValueError, match="need a flow that keeps the column order"):
+        flowfit.FAMILIES["nsf-ar"].build(2, preprocess=[plan, plan])
+    flow = flow_with_atoms()
+    flowfit.save(flow, tmp_path / "model")
+    points = torch.tensor([[0.01, 1.05], [0.3, 0.2]], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(flowfit.load(tmp_path / "model").double().log_prob(points), flow.log_prob(points))

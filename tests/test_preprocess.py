@@ -11,7 +11,15 @@ import torch
 
 import flowfit
 from flowfit.errors import FlowfitWarning, InputError
-from flowfit.preprocess import ColumnPlan, auto_plan, check_plans, make_plan, parse_spec, quantization_step
+from flowfit.preprocess import (
+    ColumnPlan,
+    auto_plan,
+    check_plans,
+    make_plan,
+    parse_spec,
+    quantization_step,
+    with_atoms,
+)
 from flowfit.train import nll
 from flowfit.transforms import ColumnMaps
 
@@ -70,6 +78,31 @@ def test_a_column_of_cents_is_quantized_whatever_its_magnitude() -> None:
     cents = torch.tensor([50.05, 354.94, 712.25, 18777.20, 18777.21, 949.67] * 3, dtype=torch.float64)
     assert quantization_step(cents) == 0.01
     assert auto_plan(cents).dequantize == 0.01
+
+
+def test_recurring_values_of_a_finely_quantized_column_are_atoms() -> None:
+    generator = torch.Generator().manual_seed(0)
+    smooth = torch.round(20 * (400 + 20 * torch.randn(6000, generator=generator, dtype=torch.float64))) / 20
+    wages = smooth.clone()
+    wages[:600], wages[600:660], wages[660:669] = 410.25, 380.85, 395.05  # heaped: 10%, 1%; 9 rows too few
+    values = torch.stack((wages, smooth, torch.round(5 + 2 * torch.randn(6000, generator=generator))), dim=1)
+    plans = with_atoms(make_plan(values, ["wage", "smooth", "count"]), values)
+    assert plans[0].dequantize == 0.05 and plans[0].atoms == (380.85, 410.25)
+    shares = [(wages == value).double().mean().item() for value in (380.85, 410.25)]  # with the smooth rows there
+    assert plans[0].atom_weights == pytest.approx(shares) and 0.01 <= shares[0] < 0.011
+    assert plans[1].dequantize == 0.05 and plans[1].atoms == ()  # no heaping: values hold as many as neighbours
+    assert plans[2].dequantize == 1 and plans[2].atoms == ()  # a coarse grid: the flow resolves each step
+    # plans carry them through JSON, and refuse nonsense
+    as_json = {**asdict(plans[0]), "atoms": list(plans[0].atoms), "atom_weights": list(plans[0].atom_weights)}
+    assert ColumnPlan(**as_json) == plans[0]
+    for bad in (
+        dict(atoms=(1.0,), atom_weights=(0.5,)),  # not dequantized
+        dict(dequantize=1.0, atoms=(2.0, 1.0), atom_weights=(0.1, 0.1)),  # not increasing
+        dict(dequantize=1.0, atoms=(1.0, 1.5), atom_weights=(0.1, 0.1)),  # boxes overlap
+        dict(dequantize=1.0, atoms=(1.0, 2.0), atom_weights=(0.6, 0.4)),  # no weight left for the flow
+    ):
+        with pytest.raises(ValueError):
+            ColumnPlan(**bad)
 
 
 def test_explicit_specs() -> None:

@@ -11,6 +11,7 @@ from flowfit.transforms import (
     ActNorm,
     AdditiveCoupling,
     AffineCoupling,
+    ColumnMaps,
     Compose,
     ElementwiseAffine,
     Logit,
@@ -49,6 +50,15 @@ FACTORIES = {
     "standardize": lambda d, c: Standardize(d),
     "reverse": lambda d, c: Reverse(d),
     "random_permutation": lambda d, c: RandomPermutation(d, seed=3),
+    "column_maps": lambda d, c: ColumnMaps([("none", "log", "logit")[j % 3] for j in range(d)]),
+    "compose_triangular": lambda d, c: Compose(
+        [
+            MaskedSplineAutoregressive(d, hidden=(8,), context_dim=c, bins=4),
+            MaskedAffineAutoregressive(d, hidden=(8,), context_dim=c, fast="forward"),
+            ElementwiseAffine(d),
+            Standardize(d),
+        ]
+    ),
     "compose": lambda d, c: Compose(
         [
             AffineCoupling(d, hidden=(8,), context_dim=c),
@@ -72,9 +82,22 @@ CONDITIONAL = {
     "maf_spline",
     "iaf_spline",
     "compose",
+    "compose_triangular",
 }
 # transforms defined on part of R^d get their inputs mapped into the domain
-DOMAIN = {"logit": torch.sigmoid}
+DOMAIN = {"logit": torch.sigmoid, "column_maps": torch.sigmoid}
+# output column j depends on input columns <= j only (a lower-triangular Jacobian)
+TRIANGULAR = {
+    "maf_affine",
+    "iaf_affine",
+    "maf_spline",
+    "iaf_spline",
+    "elementwise_affine",
+    "actnorm",
+    "standardize",
+    "column_maps",
+    "compose_triangular",
+}
 
 
 def make(name: str, dim: int, context_dim: int, seed: int) -> torch.nn.Module:
@@ -107,6 +130,32 @@ def test_conditional_round_trip_and_log_det(name: str, dim: int, context_dim: in
     # the context changes the map
     other, _ = transform(points, context + 1.0)
     assert not torch.allclose(other, transform(points, context)[0])
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@given(dim=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_triangular_transforms_give_the_jacobian_diagonal(name: str, dim: int, seed: int) -> None:
+    """A transform that says it is triangular has a lower-triangular inverse Jacobian whose
+    diagonal is ``inverse_by_column``'s log-derivatives; the others refuse the question."""
+    context_dim = 2 if name in CONDITIONAL else 0
+    transform = make(name, dim, context_dim, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    points = DOMAIN.get(name, lambda v: v)(torch.randn(3, dim, dtype=torch.float64, generator=generator))
+    context = torch.randn(3, context_dim, dtype=torch.float64, generator=generator) if context_dim else None
+    assert transform.triangular == (name in TRIANGULAR)
+    if name not in TRIANGULAR:
+        with pytest.raises(NotImplementedError, match="mixes the columns"):
+            transform.inverse_by_column(points, context)
+        return
+    z, log_derivative = transform.inverse_by_column(points, context)
+    torch.testing.assert_close(z, transform.inverse(points, context)[0], atol=1e-12, rtol=0)
+    for i in range(len(points)):
+        row_context = None if context is None else context[i : i + 1]
+        jacobian = torch.autograd.functional.jacobian(
+            lambda v, c=row_context: transform.inverse(v[None], c)[0][0], points[i]
+        )
+        torch.testing.assert_close(torch.triu(jacobian, 1), torch.zeros_like(jacobian), atol=0, rtol=0)
+        torch.testing.assert_close(log_derivative[i], torch.diagonal(jacobian).abs().log(), atol=1e-9, rtol=0)
 
 
 def test_affine_coupling_log_scale_is_bounded() -> None:

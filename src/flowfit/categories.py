@@ -267,12 +267,14 @@ def joint_log_prob(flow: Flow, x: Tensor, context: Tensor | None = None, seed: i
 def marginal_log_prob(
     flow: Flow, x: Tensor, given: Tensor | None, codes: Tensor, known: Tensor, source: str = "data"
 ) -> Tensor:
-    """``log p(x, c_observed | given)`` of each row whose categorical cells are partly
-    missing: the log of the sum, over every value of the missing cells, of the joint density
-    (exact: the sum is enumerated). ``x`` are points as the flow scores them (already
-    dequantized: one noise draw per row, shared by every term); ``codes`` holds the observed
-    codes (any value where ``known``, shape ``(n, columns)``, is False). At most
-    :data:`MARGINAL_LIMIT` terms are summed per row. Float64, shape ``(n,)``."""
+    """``log p(x_observed, c_observed | given)`` of each row whose categorical cells are
+    partly missing: the log of the sum, over every value of the missing cells, of the joint
+    density (exact: the sum is enumerated). ``x`` are points as the flow scores them (already
+    dequantized: one noise draw per row, shared by every term); NaN cells of ``x`` are
+    integrated out by :meth:`Flow.observed_log_prob` (a flow that keeps the column order,
+    the missing cells last). ``codes`` holds the observed codes (any value where ``known``,
+    shape ``(n, columns)``, is False). At most :data:`MARGINAL_LIMIT` terms are summed per
+    row. Float64, shape ``(n,)``."""
     categories = categories_of(flow)
     if categories is None:
         raise InputError("this model has no categorical columns to marginalize")
@@ -297,6 +299,7 @@ def marginal_log_prob(
             repeated_given = None if given is None else given[part].repeat_interleave(terms, dim=0)
             context = joint_context(repeated_given, filled, categories)
             points = x[part].repeat_interleave(terms, dim=0)
-            joint = flow.log_prob(points, context).double().cpu() + categories.log_prob(filled)
+            density = flow.observed_log_prob if bool(points.isnan().any()) else flow.log_prob
+            joint = density(points, context).double().cpu() + categories.log_prob(filled)
             out[part] = torch.logsumexp(joint.view(len(part), terms), dim=1)
     return out

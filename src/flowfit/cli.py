@@ -24,6 +24,7 @@ from flowfit._version import __version__
 from flowfit.allocator import keep_freed_memory
 from flowfit.errors import FlowfitError, InputError
 from flowfit.families import FAMILIES
+from flowfit.flow import NOT_INTEGRABLE
 
 app = typer.Typer(
     help="Normalizing flows: learn an invertible map from N(0, I) to your data, then score, sample and animate it.",
@@ -379,7 +380,8 @@ def density(
         typer.Option(
             help="A row with a missing cell (empty or NaN): error (naming its row and column), drop (its "
             "log_prob is left empty: output rows stay aligned with input rows) or marginal (the exact density "
-            "of its observed cells: missing categorical cells are summed out; a missing continuous cell is an error)."
+            "of its observed cells: missing categorical cells are summed out, and with --flow nsf-ar-ordered "
+            "missing trailing columns integrated out)."
         ),
     ] = "error",
     chunk_rows: Annotated[int, typer.Option(help="Rows read and scored at a time (memory stays flat).")] = 65536,
@@ -412,11 +414,8 @@ def density(
     _csv_delimiter(out)
     flow = load(model)
     categories = categories_of(flow)
-    if missing == "marginal" and categories is None:
-        raise InputError(
-            "--missing marginal: this model has no categorical columns, and flowfit cannot integrate a flow over "
-            "a missing continuous cell exactly; use --missing drop (those rows' log_prob is left empty)"
-        )
+    if missing == "marginal" and categories is None and not flow.marginalizes_trailing_columns:
+        raise InputError(f"--missing marginal: this model has no categorical columns, and {NOT_INTEGRABLE}")
     table = open_table(input_path)
     points, given = _match_columns(flow, table.names, table.has_header, input_path)
     discrete = categories.columns if categories is not None else []
@@ -447,7 +446,7 @@ def density(
                         labels[:, k] = integer_labels(column, name, input_path, start)
                 codes = categories.encode(labels, input_path, start)
                 context = joint_context(context, codes.clamp(min=0), categories)
-            noisy = flow.dequantize(torch.nan_to_num(x), noise)  # one draw per row, as for a complete file
+            noisy = flow.dequantize(x, noise)  # one draw per row, as for a complete file; NaN stays NaN
             log_p = torch.full((len(block),), float("nan"), dtype=torch.float64)
             whole = torch.from_numpy(~holes)
             if bool(whole.any()):
@@ -458,19 +457,15 @@ def density(
                 if categories is not None:
                     log_p[rows] += categories.log_prob(codes[rows])
             if missing == "marginal" and bool(holes.any()):
-                numbers_missing = np.isnan(values[:, :continuous])
-                if numbers_missing.any():
-                    row, col = np.argwhere(numbers_missing)[0]
-                    raise InputError(
-                        f"{input_path}: {block.where(row)}, column {names[col]!r} is missing; flowfit sums out "
-                        "missing categorical cells exactly, but cannot integrate the flow over a missing continuous "
-                        "cell: use --missing drop"
-                    )
+                _check_integrable(flow, np.isnan(values[:, :continuous]), names, len(points), f"{input_path}: ", block)
                 rows = torch.from_numpy(holes).nonzero()[:, 0]
-                known = codes[rows] >= 0
                 given_rows = None if not given else torch.from_numpy(values[:, len(points) : continuous])[rows]
                 far += int(flow.far_outside(x[rows]).sum())
-                log_p[rows] = marginal_log_prob(flow, noisy[rows], given_rows, codes[rows], known, input_path)
+                if categories is None:
+                    log_p[rows] = flow.observed_log_prob(noisy[rows], given_rows).double().cpu()
+                else:
+                    known = codes[rows] >= 0
+                    log_p[rows] = marginal_log_prob(flow, noisy[rows], given_rows, codes[rows], known, input_path)
                 summed += len(rows)
             scored_rows = ~torch.isnan(log_p)
             unscored += int((~scored_rows).sum())
@@ -491,9 +486,28 @@ def density(
     mean = f" (mean {total / count:.4f} nats)" if count else ""
     _say(out, f"wrote {count} log-densities to {out}{mean}")
     if summed:
-        _say(out, f"{summed} rows with missing categorical cells were scored by the density of their observed cells")
+        _say(out, f"{summed} rows with missing cells were scored by the exact density of their observed cells")
     if unscored:
         _say(out, f"{unscored} rows with missing cells were not scored: their log_prob is empty (--missing drop)")
+
+
+def _check_integrable(flow: Any, absent: Any, names: list[str], points: int, source: str, block: Any) -> None:
+    """Raise an :class:`InputError` naming the first missing continuous cell (``absent``: a
+    mask over the model's columns, then its given ones) that cannot be integrated out: a given
+    cell (a condition), or one :meth:`Flow.observed_log_prob` cannot do exactly."""
+    import numpy as np
+    import torch
+
+    conditions = np.argwhere(absent[:, points:])
+    if len(conditions):
+        row, column = (int(v) for v in conditions[0])
+        raise InputError(
+            f"{source}{block.where(row)}, given column {names[points + column]!r} is missing: a condition cannot "
+            "be integrated out; use --missing drop"
+        )
+    problem = flow.integration_problem(torch.from_numpy(absent[:, :points]))
+    if problem is not None:
+        raise InputError(f"{source}{block.where(problem[0])}: {problem[1]}; or use --missing drop")
 
 
 def _csv_delimiter(out: Path) -> str:

@@ -2,7 +2,9 @@
 
 Each is a module (so it moves with the flow's ``.to(device, dtype)`` and its parameters
 train with the flow) with ``log_prob(z)`` of shape ``(n,)`` and ``sample(n)`` of shape
-``(n, dim)``. Pass one to :class:`flowfit.Flow` (or any family) as ``base=``; the default is
+``(n, dim)``. Each has independent coordinates, so ``log_prob_by_column(z)`` gives the
+log-density of each coordinate, shape ``(n, dim)``, which sums to ``log_prob(z)``. Pass
+one to :class:`flowfit.Flow` (or any family) as ``base=``; the default is
 :class:`StandardNormal`.
 """
 
@@ -31,6 +33,11 @@ class Base(Configurable, nn.Module):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """Log-density of each row of ``z``, shape ``(n,)``."""
+        return self.log_prob_by_column(z).sum(dim=1)
+
+    def log_prob_by_column(self, z: Tensor) -> Tensor:
+        """Log-density of each coordinate of ``z`` (the coordinates are independent), shape
+        ``(n, dim)``."""
         raise NotImplementedError
 
     def sample(self, n: int) -> Tensor:
@@ -46,6 +53,9 @@ class StandardNormal(Base):
 
     def log_prob(self, z: Tensor) -> Tensor:
         return -0.5 * (z.square().sum(dim=1) + self.dim * math.log(2 * math.pi))
+
+    def log_prob_by_column(self, z: Tensor) -> Tensor:
+        return -0.5 * (z.square() + math.log(2 * math.pi))
 
     def sample(self, n: int) -> Tensor:
         return self._noise(n)
@@ -63,9 +73,9 @@ class DiagonalNormal(Base):
         self.loc = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
 
-    def log_prob(self, z: Tensor) -> Tensor:
+    def log_prob_by_column(self, z: Tensor) -> Tensor:
         standardized = (z - self.loc) * torch.exp(-self.log_scale)
-        return -0.5 * standardized.square().sum(dim=1) - self.log_scale.sum() - 0.5 * self.dim * math.log(2 * math.pi)
+        return -0.5 * standardized.square() - self.log_scale - 0.5 * math.log(2 * math.pi)
 
     def sample(self, n: int) -> Tensor:
         return self.loc + torch.exp(self.log_scale) * self._noise(n)
@@ -92,10 +102,10 @@ class StudentT(Base):
         """The degrees of freedom ``nu``, shape ``(dim,)``."""
         return 1 + nn.functional.softplus(self.raw_df)
 
-    def log_prob(self, z: Tensor) -> Tensor:
+    def log_prob_by_column(self, z: Tensor) -> Tensor:
         nu = self.df
         log_norm = torch.lgamma((nu + 1) / 2) - torch.lgamma(nu / 2) - 0.5 * torch.log(math.pi * nu)
-        return (log_norm - (nu + 1) / 2 * torch.log1p(z.square() / nu)).sum(dim=1)
+        return log_norm - (nu + 1) / 2 * torch.log1p(z.square() / nu)
 
     def sample(self, n: int) -> Tensor:
         nu = self.df.detach()

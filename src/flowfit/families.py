@@ -103,6 +103,7 @@ class _Parts:
         if self.context_dim and self.embedding:
             embedding = MLP(self.context_dim, self.embedding[-1], self.embedding[:-1], self.activation, zero_last=False)
         steps = [plan.dequantize for plan in self.plans] if self.plans else None
+        atoms = {j: (plan.atoms, plan.atom_weights) for j, plan in enumerate(self.plans) if plan.atoms}
         return {
             "transforms": transforms,
             "dim": self.dim,
@@ -110,6 +111,7 @@ class _Parts:
             "context_embedding": embedding,
             "base": base,
             "dequantize_steps": steps,
+            "atoms": atoms or None,
         }
 
 
@@ -206,7 +208,10 @@ class NSF(Flow):
     rational-quadratic spline couplings (``autoregressive=False``) or masked autoregressive
     splines (``True``, MAF direction: one pass for ``log_prob``, ``dim`` passes for
     sampling). Splines have ``bins`` bins on ``[-tail_bound, tail_bound]`` (in standardized
-    units) and identity tails outside."""
+    units) and identity tails outside. The autoregressive layers reverse the column order
+    between them, or with ``keep_order=True`` keep the data's order in every layer: then the
+    flow is triangular and gives exact densities of leading columns, its trailing ones
+    integrated out (:meth:`~flowfit.Flow.observed_log_prob`)."""
 
     training_defaults: ClassVar[dict[str, Any]] = {"steps": 10000, "batch_size": 512, "lr": 2e-3}
     # the spline's bin search and arithmetic are dozens of small element-wise operations that
@@ -221,6 +226,7 @@ class NSF(Flow):
         hidden: Sequence[int] = (128, 128),
         tail_bound: float = 4.0,
         autoregressive: bool = False,
+        keep_order: bool = False,
         context_dim: int = 0,
         embedding: Sequence[int] = (),
         activation: str = "relu",
@@ -229,6 +235,8 @@ class NSF(Flow):
     ) -> None:
         parts = _Parts("NSF", dim, context_dim, embedding, activation, preprocess, 1 if autoregressive else 2)
         hidden, bins = sizes(hidden, "hidden"), positive_int(bins, "bins", 1000)
+        if keep_order and not autoregressive:
+            raise ValueError("keep_order applies to autoregressive layers (autoregressive=True)")
         per_dim = spline_params_per_dim(bins)
         if autoregressive:
             per_layer = mlp_parameters(dim + parts.features, dim * per_dim, hidden)
@@ -241,7 +249,7 @@ class NSF(Flow):
                 transforms.append(
                     MaskedSplineAutoregressive(dim, hidden, parts.features, activation, "inverse", bins, tail_bound)
                 )
-                transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 else []
+                transforms += [Reverse(dim)] if i < layers - 1 and dim > 1 and not keep_order else []
         else:
             transforms = _couplings(
                 dim,
@@ -432,6 +440,12 @@ class Family:
         values = {name: p.default for name, p in signature.parameters.items() if p.default is not p.empty}
         return values | self.variant | self.cls.defaults_for(objective)[0]
 
+    @property
+    def keeps_order(self) -> bool:
+        """Whether its flows keep the column order in every layer (and so can have atoms and
+        exact densities of leading columns)."""
+        return bool(self.variant.get("keep_order"))
+
     def accepts(self, argument: str) -> bool:
         return argument in inspect.signature(self.cls.__init__).parameters and argument not in self.variant
 
@@ -443,6 +457,12 @@ FAMILIES: dict[str, Family] = {
         Family("realnvp", RealNVP, summary="affine couplings, bounded log-scales", couplings=True),
         Family("nsf", NSF, summary="rational-quadratic spline couplings, identity tails", couplings=True),
         Family("nsf-ar", NSF, {"autoregressive": True}, "autoregressive splines on MADE"),
+        Family(
+            "nsf-ar-ordered",
+            NSF,
+            {"autoregressive": True, "keep_order": True},
+            "nsf-ar keeping the columns' order: exact densities with trailing cells missing",
+        ),
         Family("maf", MAF, summary="affine MADE layers, order reversed between them"),
         Family("iaf", IAF, summary="MAF the other way round"),
         Family("nice", NICE, summary="additive couplings + a learnt scaling", couplings=True),

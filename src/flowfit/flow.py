@@ -10,6 +10,7 @@ which :meth:`Flow.log_prob` computes in one pass from data to base (each inverse
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -20,8 +21,14 @@ from torch import Tensor, nn
 from flowfit.config import Configurable
 from flowfit.distributions import Base, StandardNormal
 from flowfit.errors import InputError
-from flowfit.preprocess import dequantize
+from flowfit.preprocess import EDGE, dequantize
 from flowfit.transforms.base import Compose, Transform
+
+#: Why a flow that mixes its columns cannot score a row by its observed cells, and what to do.
+NOT_INTEGRABLE = (
+    "this flow mixes its continuous columns, so it cannot integrate a missing cell out exactly; a flow that keeps "
+    "the column order (--flow nsf-ar-ordered, the columns that may be missing last) can"
+)
 
 
 class Flow(Configurable, nn.Module):
@@ -38,6 +45,10 @@ class Flow(Configurable, nn.Module):
         dequantize_steps: per column, the quantization step of data that is dequantized
             (uniform noise of one step added before the flow sees it); 0 for continuous
             columns.
+        atoms: for a flow that keeps the column order, ``{column: (values, weights)}``: a
+            dequantized column's recurring values, each the box ``[value, value + step)``
+            mixed into the column's conditional density with its weight (see
+            :mod:`flowfit.preprocess`).
 
     A flow made only of flowfit modules can be saved (:func:`flowfit.save`) and rebuilt,
     whether a family built it or you composed it by hand.
@@ -61,6 +72,7 @@ class Flow(Configurable, nn.Module):
         context_embedding: nn.Module | None = None,
         base: Base | None = None,
         dequantize_steps: Sequence[float] | Tensor | None = None,
+        atoms: dict[int, tuple[Sequence[float], Sequence[float]]] | None = None,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -79,12 +91,31 @@ class Flow(Configurable, nn.Module):
         if steps.shape != (dim,):
             raise ValueError(f"dequantize_steps needs one step per column ({dim}), got {tuple(steps.shape)}")
         self.register_buffer("dequantize_steps", steps)
+        self._set_atoms(atoms or {})
         # the range of the training data and contexts, for far_outside (set by initialize)
         self.register_buffer("data_range", torch.zeros(2, dim))
         self.register_buffer("context_range", torch.zeros(2, context_dim))
         self.register_buffer("initialized", torch.tensor(False))
         #: Free-form facts saved with the model (column names, the data it was fitted to).
         self.metadata: dict[str, Any] = {}
+
+    def _set_atoms(self, atoms: dict[int, tuple[Sequence[float], Sequence[float]]]) -> None:
+        """Each column's atoms as float64 tensors (values increasing, log-weights) and
+        ``log(1 - sum of the weights)``, the weight of the flow's own part. They are rebuilt
+        from the constructor's arguments, not buffers: a float32 copy would move a box of one
+        cent at 18,777.20 by a tenth of its width."""
+        self._atoms: dict[int, tuple[Tensor, Tensor, float]] = {}
+        for j in sorted(atoms):
+            values, weights = (torch.tensor(list(v), dtype=torch.float64) for v in atoms[j])
+            if not 0 <= j < self.dim or not float(self.dequantize_steps[j]) > 0:
+                raise ValueError(f"atoms of column {j} need a dequantized column of this flow")
+            self._atoms[j] = (values, weights.log(), math.log1p(-weights.sum().item()))
+        if atoms and not self.transform.triangular:
+            raise ValueError("recurring values (atoms) need a flow that keeps the column order (nsf-ar-ordered)")
+
+    @property
+    def has_atoms(self) -> bool:
+        return bool(self._atoms)
 
     @classmethod
     def defaults_for(cls, objective: str = "mle") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -136,8 +167,28 @@ class Flow(Configurable, nn.Module):
         This is the density at exactly these points. To score data rows of a flow with
         quantized columns, use :meth:`dequantized_log_prob`.
         """
+        if self.has_atoms:
+            return self._column_log_probs(self._check(x, "x"), context).sum(dim=1)
         z, log_abs_det = self.inverse(x, context)
         return self.base.log_prob(z) + log_abs_det
+
+    def _column_log_probs(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """``log p(x_j | x_<j)`` of each cell of a flow that keeps the column order: the base's
+        density of ``z_j`` times ``|dz_j/dx_j|``, with the column's atoms mixed in. Shape
+        ``(n, dim)``."""
+        z, log_derivative = self._chunked(self.transform.inverse_by_column, x, self.embed_context(context, len(x)))
+        log_q = self.base.log_prob_by_column(z) + log_derivative
+        if not self.has_atoms:
+            return log_q
+        for j, (values, log_weights, log_continuous) in self._atoms.items():
+            values = values.to(x.device, x.dtype)
+            k = (torch.searchsorted(values, x[:, j].contiguous(), right=True) - 1).clamp(min=0)
+            step = self.dequantize_steps[j].to(x.dtype)
+            inside = (x[:, j] >= values[k]) & (x[:, j] < values[k] + step)
+            spike = torch.where(inside, log_weights.to(x.device, x.dtype)[k] - step.log(), -torch.inf)
+            mixed = torch.logaddexp(log_q[:, j] + log_continuous, spike)
+            log_q = torch.cat((log_q[:, :j], mixed[:, None], log_q[:, j + 1 :]), dim=1)
+        return log_q
 
     def dequantized_log_prob(self, x: Tensor, context: Tensor | None = None, seed: int = 0) -> Tensor:
         """The log-likelihood of data rows: :meth:`log_prob` of ``x`` after the quantized
@@ -148,14 +199,89 @@ class Flow(Configurable, nn.Module):
         x = self.dequantize(x, torch.Generator().manual_seed(seed))
         return self.log_prob(x, context)
 
+    @property
+    def marginalizes_trailing_columns(self) -> bool:
+        """Whether :meth:`observed_log_prob` is exact here: every layer keeps the column order
+        (is :attr:`~flowfit.transforms.Transform.triangular`), as ``--flow nsf-ar-ordered``'s do."""
+        return bool(self.transform.triangular)
+
+    def observed_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact log-density of each row's observed cells, its missing cells (NaN) integrated
+        out: ``log p(x_1, ..., x_k)`` for a row whose first ``k`` cells are observed.
+
+        Each layer of a :attr:`marginalizes_trailing_columns` flow maps column ``j`` using
+        columns ``<= j`` only, so ``(z_1, ..., z_k) = g(x_1, ..., x_k)`` is a bijection on its
+        own, its Jacobian the leading ``k x k`` block of the whole one, and ``z_1..z_k`` are
+        distributed as the base's first ``k`` coordinates (independent of the others). So
+
+            ``log p(x_1..k) = sum_(j <= k) [log p_Z0(z_j) + log|dz_j/dx_j|]``
+
+        with no integral to approximate. A row's missing cells must be its last columns in the
+        model's order, and the flow must keep the column order: otherwise raises
+        :class:`~flowfit.errors.InputError` (:meth:`integration_problem`). A row with no
+        missing cell gets :meth:`log_prob`. Shape ``(n,)``."""
+        x = self._check(x, "x")
+        missing = torch.isnan(x)
+        problem = self.integration_problem(missing)
+        if problem is not None:
+            raise InputError(f"row {problem[0] + 1}: {problem[1]}")
+        if not bool(missing.any()):
+            return self.log_prob(x, context)
+        x = torch.where(missing, self.data_range.mean(dim=0), x)  # any point of the support: no output sees it
+        return torch.where(missing, 0.0, self._column_log_probs(x, context)).sum(dim=1)
+
+    def integration_problem(self, missing: Tensor) -> tuple[int, str] | None:
+        """The first row of a mask of missing cells (shape ``(n, dim)``) whose missing cells
+        :meth:`observed_log_prob` cannot integrate out exactly, and why; ``None`` if none."""
+        if not bool(missing.any()):
+            return None
+        names = self.column_names
+        if not self.marginalizes_trailing_columns:
+            row, column = (int(v) for v in missing.nonzero()[0])
+            return row, f"{names[column]!r} is missing: {NOT_INTEGRABLE}"
+        misplaced = missing[:, :-1] & ~missing[:, 1:]  # an observed cell after a missing one
+        if not bool(misplaced.any()):
+            return None
+        row, column = (int(v) for v in misplaced.nonzero()[0])
+        return row, (
+            f"{names[column]!r} is missing but {names[column + 1]!r} after it is not; the flow integrates out "
+            f"missing cells only after every observed one (in its order: {', '.join(names)})"
+        )
+
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         """Draw ``n`` samples: shape ``(n, dim)``, or ``(m, n, dim)`` for ``m`` context rows.
 
         Only ``x = f(z)`` is computed (:meth:`Transform.push_forward`): a continuous flow
         skips the trace and solves with its sampling solver."""
         z, context, rows = self._base_draw(n, context)
-        x = self._chunked(self.transform.push_forward, z, self.embed_context(context, len(z)))
+        embedded = self.embed_context(context, len(z))
+        x = self._chunked(self.transform.push_forward, z, embedded)
+        if self.has_atoms:
+            x = self._draw_atoms(z, x, embedded)
         return x if rows is None else x.view(rows, n, self.dim)
+
+    def _draw_atoms(self, z: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
+        """Mix the atoms into samples of the flow's part, column by column: a row takes an
+        atom of column ``j`` with the atoms' total weight (which one by weight, a uniform
+        point of its box), and its later columns are drawn again from the flow given its new
+        first ``j`` columns (the map is triangular: ``z_<=j`` is recomputed from them, the
+        base's later coordinates kept, as independent draws they are)."""
+        for j, (values, log_weights, _) in self._atoms.items():
+            weights = log_weights.exp()
+            pick = (torch.rand(len(x), dtype=torch.float64) < weights.sum().item()).nonzero()[:, 0].to(x.device)
+            if not len(pick):
+                continue
+            which = torch.multinomial(weights, len(pick), replacement=True)
+            box = EDGE + (1 - 2 * EDGE) * torch.rand(len(pick), dtype=torch.float64)
+            changed = x[pick].clone()
+            changed[:, j] = (values[which] + box * float(self.dequantize_steps[j])).to(x.device, x.dtype)
+            part = None if context is None else context[pick]
+            kept, _ = self._chunked(self.transform.inverse, changed, part)
+            kept = torch.cat((kept[:, : j + 1], z[pick, j + 1 :]), dim=1)
+            redrawn = self._chunked(self.transform.push_forward, kept, part)
+            x = x.index_copy(0, pick, torch.cat((changed[:, : j + 1], redrawn[:, j + 1 :]), dim=1))
+            z = z.index_copy(0, pick, kept)
+        return x
 
     def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Draw samples and their exact log-density in one pass from base to data.
@@ -163,6 +289,10 @@ class Flow(Configurable, nn.Module):
         ``log p(x) = log p_Z0(z_0) - log|det df/dz_0|``. Shapes as in :meth:`sample`, with
         the log-densities shaped ``(n,)`` or ``(m, n)``.
         """
+        if self.has_atoms:  # samples are not one pass of the flow: score them
+            x = self.sample(n, context)
+            flat = None if context is None else self._cast(context).repeat_interleave(n, dim=0)
+            return x, self.log_prob(x.reshape(-1, self.dim), flat).view(x.shape[:-1])
         z, context, rows = self._base_draw(n, context)
         x, log_abs_det = self.forward(z, context)
         log_prob = self.base.log_prob(z) - log_abs_det

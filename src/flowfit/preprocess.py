@@ -14,10 +14,21 @@ A column's preprocessing is a short spec:
 ``auto`` chooses per column: quantized columns (integer-valued, or every value a multiple of
 a step with few distinct values) are dequantized; strictly positive, right-skewed columns get ``log``
 (``dequantize+log`` when quantized and non-negative); everything else ``none``.
+
+A quantized column on a fine grid may also have **recurring values** (:func:`with_atoms`):
+wages that are hourly rates times set hours, prices at round thousands. Each is a point mass
+before dequantization and, after it, a box of one step holding many rows, far denser than
+any smooth density near it. A flow that keeps the column order models column ``j`` as
+
+    p(x_j | x_<j) = sum_a w_a U(x_j; [a, a + step)) + (1 - sum_a w_a) q(x_j | x_<j),
+
+the boxes' weights ``w_a`` their share of the training rows and ``q`` the flow's own
+conditional (:meth:`flowfit.Flow.log_prob`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -40,6 +51,8 @@ class ColumnPlan:
     dequantize: float = 0.0  # the quantization step to dequantize with; 0: continuous
     lower: float = 0.0  # logit bounds
     upper: float = 1.0
+    atoms: tuple[float, ...] = ()  # recurring values of a dequantized column: boxes [a, a + step)
+    atom_weights: tuple[float, ...] = ()  # their probabilities
 
     def __post_init__(self) -> None:
         if self.kind not in ("none", "log", "logit"):
@@ -49,6 +62,18 @@ class ColumnPlan:
             raise ValueError(f"a column plan needs finite numbers and a step >= 0, got {self}")
         if self.kind == "logit" and not self.lower < self.upper:
             raise ValueError(f"logit bounds need lower < upper, got {self.lower} and {self.upper}")
+        object.__setattr__(self, "atoms", tuple(self.atoms))  # from JSON: lists
+        object.__setattr__(self, "atom_weights", tuple(self.atom_weights))
+        atoms = torch.tensor(self.atoms, dtype=torch.float64)
+        weights = torch.tensor(self.atom_weights, dtype=torch.float64)
+        if self.atoms and not self.dequantize:
+            raise ValueError("recurring values (atoms) need a dequantized column")
+        if len(atoms) != len(weights) or not bool(torch.isfinite(atoms).all()) or bool((torch.diff(atoms) <= 0).any()):
+            raise ValueError("atoms must be increasing finite values, one weight each")
+        if len(atoms) > 1 and bool(torch.diff(atoms).min() < self.dequantize * (1 - 1e-6)):
+            raise ValueError("atoms must lie at least one step apart (their boxes may not overlap)")
+        if not bool(((weights > 0) & (weights < 1)).all()) or weights.sum() >= 1:
+            raise ValueError("atom weights must be positive and sum to less than 1")
 
     @property
     def spec(self) -> str:
@@ -119,6 +144,44 @@ def atom_of(values: Tensor) -> tuple[float, int] | None:
     top = int(counts.argmax())
     rows = int(counts[top])
     return (float(unique[top]), rows) if rows >= max(ATOM_ROWS, ATOM_SHARE * len(values)) else None
+
+
+#: A recurring value of a dequantized column becomes an atom when at least this many training
+#: rows hold it ...
+ATOM_ROWS_MIN = 10
+#: ... and it holds this many times the average count of the grid values within
+#: ``ATOM_NEIGHBOURHOOD`` steps of it (a smooth density puts about as many rows on a value as
+#: on its neighbours) ...
+ATOM_SPIKE = 10.0
+ATOM_NEIGHBOURHOOD = 50
+#: ... on a grid this fine against the column's spread (step / standard deviation). On a
+#: coarse grid (counts, ratings) the flow's own dequantized density resolves each step.
+FINE_GRID = 0.01
+
+
+def with_atoms(plans: Sequence[ColumnPlan], values: Tensor) -> list[ColumnPlan]:
+    """The plans with each dequantized, finely gridded column's recurring values as atoms:
+    values held by at least :data:`ATOM_ROWS_MIN` training rows (``values``) and by
+    :data:`ATOM_SPIKE` times as many as the average grid value near them. Each atom's weight
+    is its share of the rows."""
+    out = []
+    for j, plan in enumerate(plans):
+        column = values[:, j].double()
+        step = plan.dequantize
+        if not step or step > FINE_GRID * column.std().item():
+            out.append(plan)
+            continue
+        unique, counts = torch.unique(column, return_counts=True)
+        total = torch.cat((torch.zeros(1, dtype=torch.long), counts.cumsum(0)))
+        reach = ATOM_NEIGHBOURHOOD * step
+        low = torch.searchsorted(unique, unique - reach * (1 + 1e-9))
+        high = torch.searchsorted(unique, unique + reach * (1 + 1e-9), right=True)
+        neighbours = (total[high] - total[low] - counts).double() / (2 * ATOM_NEIGHBOURHOOD)
+        spikes = (counts >= ATOM_ROWS_MIN) & (counts >= ATOM_SPIKE * neighbours)
+        atoms = unique[spikes].tolist()
+        weights = (counts[spikes].double() / len(column)).tolist()
+        out.append(dataclasses.replace(plan, atoms=tuple(atoms), atom_weights=tuple(weights)))
+    return out
 
 
 def _skewness(values: Tensor) -> float:
@@ -234,7 +297,9 @@ def check_plans(plans: Sequence[ColumnPlan], values: Tensor, names: Sequence[str
 def describe(plans: list[ColumnPlan], names: list[str]) -> str:
     """One line: what each column gets."""
     described = [
-        f"{name}: {plan.spec}" + (f" (step {plan.dequantize:g})" if plan.dequantize else "")
+        f"{name}: {plan.spec}"
+        + (f" (step {plan.dequantize:g}" if plan.dequantize else "")
+        + (f", {len(plan.atoms)} recurring values)" if plan.atoms else ")" if plan.dequantize else "")
         for name, plan in zip(names, plans, strict=True)
     ]
     return ", ".join(described)

@@ -40,7 +40,7 @@ from flowfit.files import check_directory, lock, replace_directory, write_json, 
 from flowfit.flow import Flow
 from flowfit.io import save
 from flowfit.options import TrainOptions, check_types
-from flowfit.preprocess import bits_per_dim, describe
+from flowfit.preprocess import ColumnPlan, bits_per_dim, describe, with_atoms
 from flowfit.sources import Data
 from flowfit.train import FitResult, fit, nll
 from flowfit.train.trainer import compiles
@@ -159,13 +159,13 @@ def run_training(
             settings.categorical,
             settings.missing,
         )
-        model, notice = _build(settings, data)
+        model, notice, plans = _build(settings, data)
         model = model.to(device=device, dtype=dtype)
         for note in [notice, *data.notes, _batch_note(settings, data, model)]:
             if note:
                 say(f"note: {note}")
-        if data.plans:
-            say(f"preprocessing: {describe(data.plans, data.columns)}")
+        if plans:
+            say(f"preprocessing: {describe(plans, data.columns)}")
         if data.categories is not None:
             say(f"categorical: {describe_categories(data.categories)}")
         if world > 1:
@@ -250,18 +250,22 @@ def _batch_note(settings: RunSettings, data: Data, model: Flow) -> str:
     return ""
 
 
-def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
-    """The model of the run (sizes checked before anything is allocated) and a notice when
-    its family had to change for one-dimensional data."""
+def _build(settings: RunSettings, data: Data) -> tuple[Flow, str, list[ColumnPlan]]:
+    """The model of the run (sizes checked before anything is allocated), a notice when its
+    family had to change for one-dimensional data, and its columns' plans: with ``--preprocess
+    auto`` and a flow that keeps the column order, recurring values are atoms."""
     family, notice = family_for(settings.flow, data.dim)
     architecture = FAMILIES[settings.flow].cls.defaults_for(settings.training.objective)[0]
     options = architecture | {"layers": settings.layers, "hidden": settings.hidden, "bins": settings.bins}
     options = {k: v for k, v in options.items() if v is not None and family.accepts(k)}
-    plans = [dataclasses.asdict(plan) for plan in data.plans]
+    plans = data.plans
+    if plans and family.keeps_order and settings.preprocess == "auto":
+        plans = with_atoms(plans, sources.first_rows(data.train, sources.PLAN_ROWS)[0])
     torch.manual_seed(settings.training.seed)
     try:
         width = data.categories.width if data.categories is not None else 0
-        model = family.build(data.dim, context_dim=len(data.given) + width, preprocess=plans, **options)
+        preprocess = [dataclasses.asdict(plan) for plan in plans]
+        model = family.build(data.dim, context_dim=len(data.given) + width, preprocess=preprocess, **options)
     except ValueError as error:
         raise InputError(f"--flow {family.name}: {error}") from None
     model.metadata = {
@@ -276,7 +280,7 @@ def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
         model.metadata["picture"] = list(PictureDensity(picture).darkness.shape)
     if data.categories is not None:
         model.metadata["categorical"] = data.categories.to_json()
-    return model, notice
+    return model, notice, plans
 
 
 def _check_fresh(out: Path, partial: Path, force: bool) -> None:

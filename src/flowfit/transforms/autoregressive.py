@@ -108,23 +108,31 @@ class MaskedAutoregressive(Transform):
         self.elementwise = elementwise
         self.made = MADE(dim, elementwise.params_per_dim, hidden, context_dim, activation)
 
+    #: output coordinate ``i`` depends on input coordinates ``<= i`` only, both ways
+    triangular = True
+
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.fast == "forward":
-            return self.elementwise(z, self.made(z, context), inverse=False)
-        return self._solve(z, context, inverse=False)
+        x, log_derivative = self._map(z, context, inverse=False)
+        return x, log_derivative.sum(dim=1)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.fast == "inverse":
-            return self.elementwise(x, self.made(x, context), inverse=True)
-        return self._solve(x, context, inverse=True)
+        z, log_derivative = self._map(x, context, inverse=True)
+        return z, log_derivative.sum(dim=1)
 
-    def _solve(self, values: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        """The slow direction: after pass ``i`` the first ``i`` coordinates are final."""
+    def inverse_by_column(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._map(x, context, inverse=True)
+
+    def _map(self, values: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        """The map of one direction and each coordinate's log|tau'|. The fast direction is
+        one MADE pass on the known side; the slow one takes ``dim`` passes, after pass ``i``
+        of which the first ``i`` coordinates are final."""
+        if inverse == (self.fast == "inverse"):
+            return self.elementwise(values, self.made(values, context), inverse=inverse)
         outputs = torch.zeros_like(values)
-        log_abs_det = values.new_zeros(values.shape[0])
+        log_derivative = torch.zeros_like(values)
         for _ in range(self.dim):
-            outputs, log_abs_det = self.elementwise(values, self.made(outputs, context), inverse=inverse)
-        return outputs, log_abs_det
+            outputs, log_derivative = self.elementwise(values, self.made(outputs, context), inverse=inverse)
+        return outputs, log_derivative
 
 
 class MaskedAffineAutoregressive(MaskedAutoregressive):

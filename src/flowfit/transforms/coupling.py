@@ -76,13 +76,13 @@ class Coupling(Transform):
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         identity, transformed = self._parts(z)
-        out, log_abs_det = self.elementwise(transformed, self._theta(identity, context), inverse=False)
-        return self._join(identity, out), log_abs_det
+        out, log_derivative = self.elementwise(transformed, self._theta(identity, context), inverse=False)
+        return self._join(identity, out), log_derivative.sum(dim=1)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         identity, transformed = self._parts(x)
-        out, log_abs_det = self.elementwise(transformed, self._theta(identity, context), inverse=True)
-        return self._join(identity, out), log_abs_det
+        out, log_derivative = self.elementwise(transformed, self._theta(identity, context), inverse=True)
+        return self._join(identity, out), log_derivative.sum(dim=1)
 
 
 class AffineCoupling(Coupling):

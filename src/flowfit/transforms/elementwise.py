@@ -2,8 +2,9 @@
 network predicts: the inner part of coupling and autoregressive transforms.
 
 Each map takes values of shape ``(n, d)`` and parameters of shape ``(n, d, params_per_dim)``
-and returns the mapped values with the summed log|tau'| per row, shape ``(n,)``, of the
-direction it computed (``inverse=True`` computes ``tau^-1`` and its own log-derivative).
+and returns the mapped values with log|tau'| of each value, shape ``(n, d)``, of the
+direction it computed (``inverse=True`` computes ``tau^-1`` and its own log-derivative); a
+coupling or autoregressive layer sums them into its log-determinant.
 They hold no trainable parameters.
 """
 
@@ -46,8 +47,8 @@ class AffineMap(ElementwiseMap):
         raw_log_scale, shift = theta.unbind(dim=-1)
         log_scale = self.scale_bound * torch.tanh(raw_log_scale / self.scale_bound)
         if inverse:
-            return (values - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
-        return values * torch.exp(log_scale) + shift, log_scale.sum(dim=1)
+            return (values - shift) * torch.exp(-log_scale), -log_scale
+        return values * torch.exp(log_scale) + shift, log_scale
 
     def extra_repr(self) -> str:
         return f"scale_bound={self.scale_bound}"
@@ -60,7 +61,7 @@ class ShiftMap(ElementwiseMap):
 
     def forward(self, values: Tensor, theta: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
         shift = theta[..., 0]
-        return (values - shift if inverse else values + shift), values.new_zeros(values.shape[0])
+        return (values - shift if inverse else values + shift), torch.zeros_like(values)
 
 
 class SplineMap(ElementwiseMap):
@@ -76,8 +77,7 @@ class SplineMap(ElementwiseMap):
         self.params_per_dim = spline_params_per_dim(bins)
 
     def forward(self, values: Tensor, theta: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        outputs, log_derivative = rational_quadratic_spline(values, theta, self.tail_bound, inverse)
-        return outputs, log_derivative.sum(dim=1)
+        return rational_quadratic_spline(values, theta, self.tail_bound, inverse)
 
     def extra_repr(self) -> str:
         return f"bins={self.bins}, tail_bound={self.tail_bound}"

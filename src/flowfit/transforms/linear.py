@@ -97,6 +97,8 @@ class ElementwiseAffine(Transform):
     log|det| = ``-sum log_scale``. Starts as the identity.
     """
 
+    triangular = True
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.loc = nn.Parameter(torch.zeros(dim))
@@ -107,6 +109,9 @@ class ElementwiseAffine(Transform):
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return (x - self.loc) * torch.exp(-self.log_scale), -self.log_scale.sum().expand(x.shape[0])
+
+    def inverse_by_column(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return (x - self.loc) * torch.exp(-self.log_scale), -self.log_scale.expand_as(x)
 
 
 class ActNorm(ElementwiseAffine):

@@ -25,6 +25,8 @@ class Standardize(Transform):
     Before that they are 0 and 1, the identity.
     """
 
+    triangular = True
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(dim))
@@ -53,6 +55,9 @@ class Standardize(Transform):
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         log_abs_det = -self.scale.log().sum().expand(x.shape[0])
         return (x - self.loc) / self.scale, log_abs_det
+
+    def inverse_by_column(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return (x - self.loc) / self.scale, -self.scale.log().expand_as(x)
 
 
 class Sigmoid(Transform):
@@ -108,6 +113,7 @@ class ColumnMaps(Transform):
     """
 
     KINDS = ("none", "log", "logit")
+    triangular = True
 
     def __init__(self, kinds: list[str], lower: list[float] | None = None, upper: list[float] | None = None) -> None:
         super().__init__()
@@ -136,6 +142,10 @@ class ColumnMaps(Transform):
         return x, log_derivative.sum(dim=1)
 
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, log_derivative = self.inverse_by_column(x, context)
+        return y, log_derivative.sum(dim=1)  # -inf when any column is outside its support
+
+    def inverse_by_column(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         unit = (x - self.lower) / self.width
         inside = torch.where(self.is_log, x > 0, torch.where(self.is_logit, (unit > 0) & (unit < 1), True))
         # evaluate every branch on safe values, then pick; outside the support: -inf
@@ -148,9 +158,8 @@ class ColumnMaps(Transform):
             -torch.log(safe_x),
             torch.where(self.is_logit, -torch.log(self.width) - log_unit - log_one_minus, 0.0),
         )
-        log_abs_det = log_derivative.sum(dim=1)
-        log_abs_det = torch.where(inside.all(dim=1), log_abs_det, torch.full_like(log_abs_det, -torch.inf))
-        return torch.where(inside, y, torch.zeros_like(y)), log_abs_det
+        log_derivative = torch.where(inside, log_derivative, -torch.inf)
+        return torch.where(inside, y, torch.zeros_like(y)), log_derivative
 
     def extra_repr(self) -> str:
         return f"kinds={self.kinds}"
