@@ -18,7 +18,11 @@ Protocol:
   batch afresh); the classics on the training rows dequantized once (fixed seed). Digits,
   whose pixel columns are integers and some constant, are dequantized once for all three, as
   before. Rows are shuffled with seed 0 and split 80/20.
-- flowfit: ``FlowDensity(random_state=0)``, its defaults, no tuning. With categorical columns
+- flowfit: ``FlowDensity(random_state=0)``, its defaults, no tuning; and ``flowfit train``
+  with its defaults on the training rows written to a CSV file (``--columns`` naming every
+  column, so that text columns are categorical; the command holds out its own validation and
+  test rows from them), then ``flowfit density`` on the test rows, which draws the same
+  dequantization noise. With categorical columns
   it gives ``log p(x, c) = log p(c) + log p(x | c)``: smoothed counts times a flow conditioned
   on the one-hot code. A finely quantized column's recurring values (weekly wages, prices at
   round thousands) are atoms of their own weight (``flowfit.preprocess.with_atoms``).
@@ -41,12 +45,22 @@ Protocol:
 trailing missing cells out exactly) costs likelihood against ``nsf-ar``:
 
     .venv/bin/python benchmarks/real_data.py --flows nsf-ar nsf-ar-ordered --out benchmarks/results/orders.md
+
+``--without NAME=VALUE --seeds K`` fits ``FlowDensity()`` and ``FlowDensity(NAME=VALUE)`` with
+``random_state`` 0 to K-1 on the raw training rows and reports each one's held-out mean over the
+seeds, e.g. what averaging the weights (a table's default ``ema=0.99``) is worth:
+
+    .venv/bin/python benchmarks/real_data.py --tables saratoga quakes --without ema=0 --seeds 4 \
+        --out benchmarks/results/table_ema.md
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,12 +201,44 @@ def difference(ours: np.ndarray, theirs: np.ndarray, scale: float) -> str:
     return f"{diff.mean():+.3f} ± {diff.std(ddof=1) / math.sqrt(len(diff)):.3f}"
 
 
+def command_line_scores(
+    train: pd.DataFrame, test: pd.DataFrame, steps: torch.Tensor | None
+) -> tuple[np.ndarray, float]:
+    """``flowfit train`` (defaults, seed 0) on ``train`` and ``flowfit density`` on ``test``,
+    both as CSV files: the test log-densities and the training command's wall seconds. The
+    command must find the quantization ``steps`` the benchmark found (when given)."""
+    from flowfit.io import load
+
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        train.to_csv(folder / "train.csv", index=False)
+        test.to_csv(folder / "test.csv", index=False)
+        command = [sys.executable, "-m", "flowfit"]
+        start = time.perf_counter()
+        subprocess.run(
+            [*command, "train", "--data", folder / "train.csv", "--columns", ",".join(train.columns),
+             "--out", folder / "run", "--no-plots", "--no-progress"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        found = load(folder / "run").dequantize_steps.double()
+        if steps is not None and not torch.allclose(found, steps, rtol=1e-6, atol=0):
+            raise RuntimeError("flowfit train found other quantization steps than the benchmark")
+        subprocess.run(
+            [*command, "density", "--model", folder / "run", "--input", folder / "test.csv",
+             "--out", folder / "logp.csv"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return np.loadtxt(folder / "logp.csv", skiprows=1), seconds
+
+
 def run(table: Table, scores: Path | None = None) -> str:
     train, test, steps = prepare(table, raw=True)
     start = time.perf_counter()
     model = FlowDensity(random_state=0).fit(train)
     seconds = [time.perf_counter() - start]
     flow = model.score_samples(test)
+    command, command_seconds = command_line_scores(train, test, None if table.integers else steps)
     if not table.integers:  # the classics see the test numbers FlowDensity scored, and its steps
         if not torch.allclose(model.flow_.dequantize_steps.double().cpu(), steps, rtol=1e-6, atol=0):
             raise RuntimeError(f"{table.name}: FlowDensity found other quantization steps than the benchmark")
@@ -215,10 +261,11 @@ def run(table: Table, scores: Path | None = None) -> str:
         np.savez(scores / f"{stem}.npz", flowfit=flow, gmm=classics[0], kde=classics[1], test=test.to_numpy())
     # nats per row, or bits per dimension (negated: lower is better)
     scale = -len(table.numeric) * math.log(2) if table.bits else 1.0
-    means = [f"{s.mean() / scale:.3f}" for s in (flow, *classics)]
-    diffs = [difference(flow, other, scale) for other in classics]
+    means = [f"{s.mean() / scale:.3f}" for s in (flow, command, *classics)]
+    best = max(classics, key=lambda s: s.mean())  # the better classic
+    diffs = [difference(flow, other, scale) for other in classics] + [difference(command, best, scale)]
     columns = f"{len(table.numeric)} + {len(table.categorical)}" if table.categorical else f"{len(table.numeric)}"
-    timings = " / ".join(f"{s:.0f}" for s in seconds)
+    timings = " / ".join(f"{s:.0f}" for s in (seconds[0], command_seconds, *seconds[1:]))
     cells = [table.name, f"{len(train)}/{len(test)}", columns, *means, *diffs, timings]
     return "| " + " | ".join(cells) + " |"
 
@@ -235,6 +282,28 @@ def compare(table: Table, flows: list[str]) -> str:
     means = [f"{s.mean() / scale:.3f}" for s in scores]
     timings = " / ".join(f"{s:.0f}" for s in seconds)
     return "| " + " | ".join([table.name, *means, difference(scores[1], scores[0], scale), timings]) + " |"
+
+
+def without(table: Table, change: dict[str, float], seeds: int) -> str:
+    """``FlowDensity()`` against ``FlowDensity(**change)``: held-out means over ``seeds`` seeds
+    and the mean difference with its standard error over the seeds."""
+    train, test, _ = prepare(table, raw=True)
+    means = [[], []]
+    for seed in range(seeds):
+        for k, params in enumerate(({}, change)):
+            means[k].append(FlowDensity(random_state=seed, **params).fit(train).score_samples(test).mean())
+    scale = -len(table.numeric) * math.log(2) if table.bits else 1.0
+    defaults, changed = (np.array(m) / scale for m in means)
+    per_seed = " / ".join(f"{a:.3f}" for a in defaults)
+    spread = (defaults - changed).std(ddof=1) / math.sqrt(seeds) if seeds > 1 else float("nan")
+    cells = [
+        table.name,
+        f"{defaults.mean():.3f}",
+        f"{changed.mean():.3f}",
+        f"{(defaults - changed).mean():+.3f} ± {spread:.3f}",
+        per_seed,
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def synthetic_20k_by_10() -> np.ndarray:
@@ -264,6 +333,17 @@ def fit_time_20k_by_10() -> str:
     return f"FlowDensity() fitted 20,000 rows of 10 columns (a synthetic non-Gaussian table) in {seconds:.0f} s."
 
 
+def side_table(rows: list[str], note: str, tables: list[Table], row: Callable[[Table], str], out: Path | None) -> None:
+    """Print (and write to ``out``) a table of one ``row`` per table under the header ``rows``."""
+    for table in tables:
+        rows.append(row(table))
+        print(rows[-1], flush=True)
+    text = "\n".join([*rows, "", note])
+    print(text)
+    if out:
+        write_text(out, text + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -271,33 +351,43 @@ def main() -> None:
     parser.add_argument("--no-speed", action="store_true", help="skip the 20,000 x 10 fit-time line")
     parser.add_argument("--scores", type=Path, help="save each table's per-row test log-densities here (.npz)")
     parser.add_argument("--flows", nargs=2, metavar="FAMILY", help="compare two FlowDensity families instead")
+    parser.add_argument("--without", metavar="NAME=VALUE", help="compare FlowDensity() with one parameter changed")
+    parser.add_argument("--seeds", type=int, default=4, help="random_state 0..K-1 for --without")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tables = [t for t in TABLES if not args.tables or any(t.name.startswith(p) for p in args.tables)]
+    if args.without:
+        name, _, value = args.without.partition("=")
+        header = f"| data | FlowDensity() | FlowDensity({args.without}) | difference | FlowDensity() per seed |"
+        note = (
+            f"Held-out mean log-likelihood per row in nats, the mean over random_state 0..{args.seeds - 1} on the "
+            "splits of the main table (raw training rows); difference: defaults minus the change, ± its standard "
+            f"error over the seeds. torch {torch.__version__}, {args.threads} threads."
+        )
+        side_table(
+            [header, "|---|---:|---:|---:|---|"],
+            note,
+            tables,
+            lambda t: without(t, {name: float(value)}, args.seeds),
+            args.out,
+        )
+        return
     if args.flows:
         first, second = args.flows
-        rows = [
-            f"| data | {first} | {second} | {second} - {first} | fit s ({first} / {second}) |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for table in tables:
-            rows.append(compare(table, args.flows))
-            print(rows[-1], flush=True)
+        header = f"| data | {first} | {second} | {second} - {first} | fit s ({first} / {second}) |"
         note = (
-            "\nHeld-out mean log-likelihood per row in nats (bits per dimension for digits, lower is better), "
+            "Held-out mean log-likelihood per row in nats (bits per dimension for digits, lower is better), "
             f"FlowDensity(flow=..., random_state=0), the splits of the main table; torch {torch.__version__}, "
             f"{args.threads} threads."
         )
-        text = "\n".join([*rows, note])
-        print(text)
-        if args.out:
-            write_text(args.out, text + "\n")
+        side_table([header, "|---|---:|---:|---:|---:|"], note, tables, lambda t: compare(t, args.flows), args.out)
         return
     rows = [
-        "| data | rows (train/test) | columns (numeric + categorical) | flowfit FlowDensity() | GaussianMixture (BIC) "
-        "| KernelDensity (CV) | flowfit - GMM | flowfit - KDE | fit s (flowfit / GMM / KDE) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| data | rows (train/test) | columns (numeric + categorical) | flowfit FlowDensity() | flowfit train "
+        "| GaussianMixture (BIC) | KernelDensity (CV) | FlowDensity - GMM | FlowDensity - KDE "
+        "| train - the better classic | fit s (FlowDensity / train / GMM / KDE) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for table in tables:
         rows.append(run(table, args.scores))
@@ -307,7 +397,8 @@ def main() -> None:
         "Mean held-out log-likelihood per row in nats (higher is better), or bits per dimension for digits (lower is "
         "better); raw units, every method scored on the same dequantized test numbers; with categorical columns "
         "log p(x, c), the same p(c) for all three. Differences: flowfit minus the other, mean ± standard error over "
-        "the test rows (in bits per dimension for digits, where negative is flowfit better). "
+        "the test rows (in bits per dimension for digits, where negative is flowfit better); flowfit train: the "
+        "command's defaults on the training rows as a CSV file, which it splits for its own validation. "
         f"torch {torch.__version__}, {args.threads} threads.",
     ]
     if not args.no_speed:

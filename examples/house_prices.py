@@ -3,7 +3,7 @@ for real: the conditional density p(price | livingArea) drawn at several areas o
 
     .venv/bin/python examples/house_prices.py      # needs: pip install 'flowfit[data]'
     # the same model from the command line:
-    flowfit train --data saratoga --columns price --given livingArea --out runs/price
+    flowfit train --data saratoga --columns price --given livingArea --flow maf --out runs/price
 
 Writes docs/house_prices.png.
 """

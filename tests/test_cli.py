@@ -792,9 +792,20 @@ def test_missing_cells_when_scoring_keep_output_rows_aligned(tmp_path) -> None:
     result = run("density", "--model", out, "--input", complete, "--out", tmp_path / "all.csv")
     expected = (tmp_path / "all.csv").read_text().splitlines()
     kept = [i for i in range(1, 201) if i not in (4, 151)]
-    assert [lines[i] for i in kept] == [expected[i] for i in kept]
+    # the same numbers to float32's rounding (a float32 model's products round with the batch's rows)
+    np.testing.assert_allclose([float(lines[i]) for i in kept], [float(expected[i]) for i in kept], rtol=1e-6)
+    # a table's default flow keeps the column order: a missing last cell (price) is integrated out
     result = run("density", "--model", out, "--input", holes, "--out", tmp_path / "m.csv", "--missing", "marginal")
-    assert_clean_failure(result, "--missing marginal: this model has no categorical columns")
+    assert result.exit_code == 0, result.output
+    assert "2 rows with missing cells were scored by the exact density of their observed cells" in result.output
+    marginal = (tmp_path / "m.csv").read_text().splitlines()
+    assert np.isfinite(float(marginal[4])) and np.isfinite(float(marginal[151]))
+    assert [marginal[i] for i in kept] == [lines[i] for i in kept]
+    realnvp = tmp_path / "realnvp"
+    assert run("train", "--data", complete, "--columns", "carat,price", "--flow", "realnvp", "--out", realnvp,
+               *TINY).exit_code == 0  # fmt: skip
+    result = run("density", "--model", realnvp, "--input", holes, "--out", tmp_path / "r.csv", "--missing", "marginal")
+    assert_clean_failure(result, "--missing marginal: this model has no categorical columns, and this flow mixes")
 
 
 def test_a_table_with_an_id_and_categorical_columns_trains_scores_and_samples(tmp_path) -> None:
@@ -1003,3 +1014,21 @@ def test_a_missing_given_cell_is_never_integrated_out(tmp_path) -> None:
             "--missing", "marginal"),
         "line 3, given column 'price' is missing: a condition cannot be integrated out; use --missing drop",
     )  # fmt: skip
+
+
+def test_tables_train_the_table_family_with_a_tables_defaults(tmp_path) -> None:
+    data = mixed_table(tmp_path / "houses.csv", n=400)
+    out = tmp_path / "table"
+    result = run("train", "--data", data, "--columns", "carat,price", "--out", out, "--steps", "5", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert "training nsf-ar-ordered" in result.output
+    used = json.loads((out / "metrics.json").read_text())["options"]
+    assert (used["ema"], used["patience"], used["batch_size"]) == (0.99, 10, 40)  # 320 training rows / 8
+    result = run("train", "--data", data, "--columns", "carat,price", "--out", tmp_path / "own", "--steps", "5",
+                 "--ema", "0", "--batch-size", "64", "--flow", "maf", "--no-plots")  # fmt: skip
+    used = json.loads((tmp_path / "own" / "metrics.json").read_text())["options"]
+    assert (used["ema"], used["patience"], used["batch_size"]) == (0.0, 10, 64)  # what is given wins
+    result = run("train", "--data", "moons", "--out", tmp_path / "moons", "--steps", "5", "--no-plots")
+    assert "training realnvp" in result.output
+    used = json.loads((tmp_path / "moons" / "metrics.json").read_text())["options"]
+    assert (used["ema"], used["patience"], used["batch_size"]) == (0.995, None, 512)  # the family's own

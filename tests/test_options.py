@@ -31,8 +31,9 @@ def test_flow_density_exposes_every_field_but_seed_and_checkpoints() -> None:
         if field.name in ("seed", "checkpoint_every"):
             assert field.name not in parameters
         else:
-            expected = 10 if field.name == "patience" else field.default  # small tables stop early
+            expected = options.TABLE_DEFAULTS.get(field.name, field.default)  # a table's: patience 10, ema 0.99
             assert parameters[field.name] == expected, field.name
+    assert options.TABLE_DEFAULTS == {"patience": 10, "ema": 0.99}
     assert "random_state" in parameters
     with pytest.raises(TypeError, match="unknown parameters: speed"):
         FlowDensity(speed=1)

@@ -23,7 +23,7 @@ from flowfit import options as training_options
 from flowfit._version import __version__
 from flowfit.allocator import keep_freed_memory
 from flowfit.errors import FlowfitError, InputError
-from flowfit.families import FAMILIES
+from flowfit.families import FAMILIES, GENERATED_DEFAULT, TABLE_DEFAULT
 from flowfit.flow import NOT_INTEGRABLE
 
 app = typer.Typer(
@@ -180,7 +180,13 @@ def train(
             "whose rows are samples (FILE.npz:NAME picks an array)."
         ),
     ] = "moons",
-    flow: Annotated[str, typer.Option(help=f"Flow family: {', '.join(FAMILIES)}.")] = "realnvp",
+    flow: Annotated[
+        str,
+        typer.Option(
+            help=f"Flow family: auto ({GENERATED_DEFAULT} for toys and pictures, {TABLE_DEFAULT} for tables), "
+            f"{', '.join(FAMILIES)}."
+        ),
+    ] = "auto",
     layers: Annotated[int | None, typer.Option(help="Number of transforms " + _per_family("layers"))] = None,
     hidden: Annotated[
         str | None, typer.Option(help="Hidden sizes of each network, comma separated " + _per_family("hidden"))

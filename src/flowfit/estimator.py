@@ -35,7 +35,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from flowfit import options
 from flowfit.categories import INTEGER, TEXT, Categories, integer_labels, marginal_log_prob, sorted_levels
 from flowfit.errors import FlowfitWarning, InputError
-from flowfit.families import family_for
+from flowfit.families import TABLE_DEFAULT, family_for
 from flowfit.flow import Flow
 from flowfit.options import TrainOptions
 from flowfit.preprocess import check_plans, make_plan, with_atoms
@@ -44,7 +44,7 @@ from flowfit.train import fit as fit_flow
 
 #: The estimator's own parameters and their defaults (the model, and scikit-learn's).
 MODEL_PARAMETERS: dict[str, Any] = {
-    "flow": "nsf-ar-ordered",
+    "flow": TABLE_DEFAULT,
     "preprocess": "auto",
     "layers": None,
     "hidden": None,
@@ -54,10 +54,9 @@ MODEL_PARAMETERS: dict[str, Any] = {
     "random_state": None,
     "progress": False,
 }
-#: Training options it exposes (``seed`` is ``random_state``; it writes no checkpoints) and
-#: the defaults that differ from :func:`flowfit.fit`'s: small tables stop early.
+#: Training options it exposes (``seed`` is ``random_state``; it writes no checkpoints); their
+#: defaults are a table's (:data:`flowfit.options.TABLE_DEFAULTS`), as for ``flowfit train``.
 TRAINING_PARAMETERS = [f.name for f in options.fields() if f.name not in ("seed", "checkpoint_every")]
-TRAINING_DEFAULTS = {"patience": 10}
 
 
 class FlowDensity(DensityMixin, BaseEstimator):
@@ -67,9 +66,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         flow: the family (``flowfit train --flow`` names). The default, the autoregressive
             neural spline flow that keeps the column order in every layer, lets every column
             depend on every earlier one; on tables it beat the coupling version clearly, and
-            the one that reverses the order between layers on four tables of six, tying on two
-            (``benchmarks/real_data.py --flows``); and it integrates missing trailing cells
-            out exactly (``missing="marginal"``).
+            the one that reverses the order between layers on four tables of six (a tie on
+            one, worse on one: ``benchmarks/real_data.py --flows``); and it integrates missing
+            trailing cells out exactly (``missing="marginal"``).
         preprocess: per-column preprocessing spec (see :mod:`flowfit.preprocess`); ``auto``
             dequantizes quantized columns and log-transforms skewed positive ones, and with a
             flow that keeps the column order models the recurring values of finely quantized
@@ -91,8 +90,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
         progress: show a progress bar while fitting.
         steps, batch_size, lr, ...: every :class:`~flowfit.options.TrainOptions` field but
             ``seed`` and ``checkpoint_every``; ``None`` keeps the family's default (the
-            batch is then capped at an eighth of the rows, for small tables), ``patience``
-            defaults to 10 validations.
+            batch is then capped at an eighth of the rows, for small tables); ``patience``
+            defaults to 10 validations and ``ema`` to 0.99, a table's defaults
+            (:data:`flowfit.options.TABLE_DEFAULTS`).
 
     Attributes:
         flow_: the trained :class:`~flowfit.Flow`.
@@ -161,8 +161,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
             warnings.warn(notice, FlowfitWarning, stacklevel=2)
         training = TrainOptions(seed=seed, **{name: getattr(self, name) for name in TRAINING_PARAMETERS})
         defaults = family.cls.defaults_for(training.objective)[1]
-        if training.batch_size is None:
-            training = training.updated(batch_size=min(defaults["batch_size"], max(32, len(data) // 8)))
+        training = options.table_batch_size(training, defaults["batch_size"], len(data))
         architecture = {"layers": self.layers, "hidden": self.hidden, "bins": self.bins}
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -355,7 +354,7 @@ def _first_missing(values: torch.Tensor, labels: np.ndarray | None) -> tuple[int
 def _defaults() -> dict[str, Any]:
     """Every parameter of :class:`FlowDensity` with its default, in signature order."""
     training = {
-        f.name: TRAINING_DEFAULTS.get(f.name, f.default) for f in options.fields() if f.name in TRAINING_PARAMETERS
+        f.name: options.TABLE_DEFAULTS.get(f.name, f.default) for f in options.fields() if f.name in TRAINING_PARAMETERS
     }
     return MODEL_PARAMETERS | training
 

@@ -312,10 +312,11 @@ EDGE = 1e-5
 
 def dequantize(x: Tensor, steps: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``x + u * step`` with ``u`` uniform in ``[EDGE, 1 - EDGE]`` per entry (columns with step
-    0 unchanged)."""
+    0 unchanged). ``u`` is drawn in float64 whatever the dtype of ``x``, so that a seed gives
+    the same noise to a float32 and a float64 model."""
     if not bool((steps > 0).any()):
         return x
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    noise = torch.rand(x.shape, generator=generator, dtype=torch.float64).to(x.device, x.dtype)
     return x + (EDGE + (1 - 2 * EDGE) * noise) * steps
 
 

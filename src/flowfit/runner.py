@@ -35,11 +35,11 @@ from flowfit._version import __version__
 from flowfit.categories import Categories, categories_of, joint_log_prob
 from flowfit.datasets import PictureDensity
 from flowfit.errors import CheckpointError, InputError, TrainingDivergedError
-from flowfit.families import FAMILIES, family_for
+from flowfit.families import FAMILIES, GENERATED_DEFAULT, TABLE_DEFAULT, family_for
 from flowfit.files import check_directory, lock, replace_directory, write_json, write_text
 from flowfit.flow import Flow
 from flowfit.io import save
-from flowfit.options import TrainOptions, check_types
+from flowfit.options import TABLE_DEFAULTS, TrainOptions, check_types, table_batch_size
 from flowfit.preprocess import ColumnPlan, bits_per_dim, describe, with_atoms
 from flowfit.sources import Data
 from flowfit.train import FitResult, fit, nll
@@ -58,7 +58,7 @@ class RunSettings:
     categorical: list[str] | None = None
     missing: str = "error"
     preprocess: str = "auto"
-    flow: str = "realnvp"
+    flow: str = "auto"
     layers: int | None = None
     hidden: list[int] | None = None
     bins: int | None = None
@@ -77,8 +77,10 @@ class RunSettings:
             raise InputError(f"--out {self.out!r} does not name a directory flowfit can write; give a name")
         if not isinstance(self.training, TrainOptions):
             raise InputError("training must be TrainOptions")
+        if self.flow == "auto":  # saved resolved in run.json: a resume trains the same family
+            self.flow = GENERATED_DEFAULT if sources.generated_name(self.data) else TABLE_DEFAULT
         if self.flow not in FAMILIES:
-            raise InputError(f"--flow {self.flow!r} is not a flow family; choose from {', '.join(FAMILIES)}")
+            raise InputError(f"--flow {self.flow!r} is not a flow family; choose auto or one of {', '.join(FAMILIES)}")
         family = FAMILIES[self.flow]
         for name in ("layers", "bins"):
             if getattr(self, name) is not None and not family.accepts(name):
@@ -181,7 +183,7 @@ def run_training(
         what = f"p({', '.join(data.columns)} | {', '.join(data.given)})" if data.given else f"{data.dim}-D"
         if data.categories is not None:
             what = f"p({', '.join(data.categories.columns)}) p({', '.join(data.columns)} | those)"
-        options = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1])
+        options = _training_options(settings, data, model)
         compiled = compiles(model, options, world)
         say(
             f"{'resuming' if resume else 'training'} {model.metadata['flow']} "
@@ -213,7 +215,7 @@ def run_training(
         metrics: dict[str, Any] = {}
         if rank == 0:
             metrics = evaluate(model, data, result)
-            metrics.update(world_size=world, device=str(device))
+            metrics.update(world_size=world, device=str(device), options=dataclasses.asdict(options))
             with replace_directory(out, force=True) as temporary:
                 written = write_run(temporary, model, data, result, metrics, plots=settings.plots)
                 if (partial / "tensorboard").is_dir():  # TensorBoard's events, when it is installed
@@ -243,11 +245,21 @@ def describe_categories(categories: Categories) -> str:
 
 
 def _batch_note(settings: RunSettings, data: Data, model: Flow) -> str:
-    batch = settings.training.with_defaults(model.defaults_for(settings.training.objective)[1]).batch_size
+    batch = _training_options(settings, data, model).batch_size
     rows = None if data.generated else len(data.train[0])
     if rows is not None and batch > rows:
         return f"the batch size {batch} is more than the {rows} training rows: every step uses all of them"
     return ""
+
+
+def _training_options(settings: RunSettings, data: Data, model: Flow) -> TrainOptions:
+    """The run's options with the defaults filled in: a table's (``TABLE_DEFAULTS``, the batch
+    capped by its rows) before the family's."""
+    family = model.defaults_for(settings.training.objective)[1]
+    if data.generated:
+        return settings.training.with_defaults(family)
+    options = settings.training.with_defaults(TABLE_DEFAULTS)
+    return table_batch_size(options, family["batch_size"], len(data.train[0])).with_defaults(family)
 
 
 def _build(settings: RunSettings, data: Data) -> tuple[Flow, str, list[ColumnPlan]]:
