@@ -265,19 +265,20 @@ def joint_log_prob(flow: Flow, x: Tensor, context: Tensor | None = None, seed: i
 
 
 def marginal_log_prob(
-    flow: Flow, x: Tensor, given: Tensor | None, codes: Tensor, known: Tensor, source: str = "data"
+    flow: Flow, x: Tensor, given: Tensor | None = None, codes: Tensor | None = None, source: str = "data"
 ) -> Tensor:
-    """``log p(x_observed, c_observed | given)`` of each row whose categorical cells are
-    partly missing: the log of the sum, over every value of the missing cells, of the joint
-    density (exact: the sum is enumerated). ``x`` are points as the flow scores them (already
-    dequantized: one noise draw per row, shared by every term); NaN cells of ``x`` are
-    integrated out by :meth:`Flow.observed_log_prob` (a flow that keeps the column order,
-    the missing cells last). ``codes`` holds the observed codes (any value where ``known``,
-    shape ``(n, columns)``, is False). At most :data:`MARGINAL_LIMIT` terms are summed per
-    row. Float64, shape ``(n,)``."""
+    """``log p(x_observed, c_observed | given)`` of each row: the density of its observed
+    cells. NaN cells of ``x`` are integrated out by :meth:`Flow.observed_log_prob` (a flow
+    that keeps the column order, the missing cells last); categorical cells whose code is -1
+    (``codes``, shape ``(n, columns)``) are summed out: the log of the sum, over every value
+    of the missing cells, of the joint density (exact: the sum is enumerated; at most
+    :data:`MARGINAL_LIMIT` terms per row). ``x`` are points as the flow scores them (already
+    dequantized: one noise draw per row, shared by every term). A model without categorical
+    columns takes no ``codes``. Float64, shape ``(n,)``."""
     categories = categories_of(flow)
     if categories is None:
-        raise InputError("this model has no categorical columns to marginalize")
+        return flow.observed_log_prob(x, given).double().cpu()
+    known = codes >= 0
     out = torch.empty(len(x), dtype=torch.float64)
     patterns, which = torch.unique(known.bool(), dim=0, return_inverse=True)
     for p, pattern in enumerate(patterns):

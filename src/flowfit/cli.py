@@ -467,11 +467,8 @@ def density(
                 rows = torch.from_numpy(holes).nonzero()[:, 0]
                 given_rows = None if not given else torch.from_numpy(values[:, len(points) : continuous])[rows]
                 far += int(flow.far_outside(x[rows]).sum())
-                if categories is None:
-                    log_p[rows] = flow.observed_log_prob(noisy[rows], given_rows).double().cpu()
-                else:
-                    known = codes[rows] >= 0
-                    log_p[rows] = marginal_log_prob(flow, noisy[rows], given_rows, codes[rows], known, input_path)
+                some_codes = None if codes is None else codes[rows]
+                log_p[rows] = marginal_log_prob(flow, noisy[rows], given_rows, some_codes, input_path)
                 summed += len(rows)
             scored_rows = ~torch.isnan(log_p)
             unscored += int((~scored_rows).sum())

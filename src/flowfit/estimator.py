@@ -38,7 +38,7 @@ from flowfit.errors import FlowfitWarning, InputError
 from flowfit.families import TABLE_DEFAULT, family_for
 from flowfit.flow import Flow
 from flowfit.options import TrainOptions
-from flowfit.preprocess import check_plans, make_plan, with_atoms
+from flowfit.preprocess import check_plans, make_plan
 from flowfit.tables import MISSING_POLICIES
 from flowfit.train import fit as fit_flow
 
@@ -152,11 +152,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             categories = Categories.fit(discrete, kinds, levels, codes)
             context = categories.one_hot(codes)
         seed = check_random_state(self.random_state).randint(2**31 - 1)
-        plans = make_plan(data, names, self.preprocess)
-        check_plans(plans, data, names)
         family, notice = family_for(self.flow, data.shape[1])
-        if family.keeps_order and self.preprocess == "auto":  # recurring values as atoms
-            plans = with_atoms(plans, data)
+        plans = make_plan(data, names, self.preprocess, atoms=family.keeps_order)
+        check_plans(plans, data, names)
         if notice:
             warnings.warn(notice, FlowfitWarning, stacklevel=2)
         training = TrainOptions(seed=seed, **{name: getattr(self, name) for name in TRAINING_PARAMETERS})
@@ -227,10 +225,7 @@ class FlowDensity(DensityMixin, BaseEstimator):
                     raise InputError(f"row {problem[0] + 1}: {problem[1]}; or use missing='drop'")
                 rows = holes.nonzero()[:, 0]
                 far += int(self.flow_.far_outside(x[rows]).sum())
-                if categories is None:
-                    log_p[rows] = self.flow_.observed_log_prob(noisy[rows]).double()
-                else:
-                    log_p[rows] = marginal_log_prob(self.flow_, noisy[rows], None, codes[rows], codes[rows] >= 0)
+                log_p[rows] = marginal_log_prob(self.flow_, noisy[rows], codes=None if codes is None else codes[rows])
         if far:
             warnings.warn(
                 f"{far} of {len(x)} rows lie far outside the training data: their log-densities are extrapolation",

@@ -180,15 +180,15 @@ class Flow(Configurable, nn.Module):
         log_q = self.base.log_prob_by_column(z) + log_derivative
         if not self.has_atoms:
             return log_q
+        columns = list(log_q.unbind(dim=1))
         for j, (values, log_weights, log_continuous) in self._atoms.items():
             values = values.to(x.device, x.dtype)
             k = (torch.searchsorted(values, x[:, j].contiguous(), right=True) - 1).clamp(min=0)
             step = self.dequantize_steps[j].to(x.dtype)
             inside = (x[:, j] >= values[k]) & (x[:, j] < values[k] + step)
             spike = torch.where(inside, log_weights.to(x.device, x.dtype)[k] - step.log(), -torch.inf)
-            mixed = torch.logaddexp(log_q[:, j] + log_continuous, spike)
-            log_q = torch.cat((log_q[:, :j], mixed[:, None], log_q[:, j + 1 :]), dim=1)
-        return log_q
+            columns[j] = torch.logaddexp(columns[j] + log_continuous, spike)
+        return torch.stack(columns, dim=1)
 
     def dequantized_log_prob(self, x: Tensor, context: Tensor | None = None, seed: int = 0) -> Tensor:
         """The log-likelihood of data rows: :meth:`log_prob` of ``x`` after the quantized
@@ -222,11 +222,11 @@ class Flow(Configurable, nn.Module):
         missing cell gets :meth:`log_prob`. Shape ``(n,)``."""
         x = self._check(x, "x")
         missing = torch.isnan(x)
+        if not bool(missing.any()):
+            return self.log_prob(x, context)
         problem = self.integration_problem(missing)
         if problem is not None:
             raise InputError(f"row {problem[0] + 1}: {problem[1]}")
-        if not bool(missing.any()):
-            return self.log_prob(x, context)
         x = torch.where(missing, self.data_range.mean(dim=0), x)  # any point of the support: no output sees it
         return torch.where(missing, 0.0, self._column_log_probs(x, context)).sum(dim=1)
 

@@ -206,14 +206,19 @@ def auto_plan(values: Tensor, lowest: float | None = None) -> ColumnPlan:
 
 
 def make_plan(
-    values: Tensor, names: list[str], spec: str = "auto", lowest: Sequence[float] | None = None
+    values: Tensor,
+    names: list[str],
+    spec: str = "auto",
+    lowest: Sequence[float] | None = None,
+    atoms: bool = False,
 ) -> list[ColumnPlan]:
     """One :class:`ColumnPlan` per column from ``spec``: ``auto``, one spec for every column,
     or ``name=spec,name=spec`` (columns not named get ``auto``; a column named twice is an
     error). ``values`` are the training rows, which decide; ``lowest`` (each column's
     minimum over every row, training or not) keeps ``auto`` from choosing ``log`` for a
-    column that is positive only in the training rows. The caller checks every row's
-    support (:func:`outside_support`)."""
+    column that is positive only in the training rows; ``atoms`` (for a flow that keeps the
+    column order) gives ``auto`` the recurring values too (:func:`with_atoms`). The caller
+    checks every row's support (:func:`outside_support`)."""
     spec = spec.strip()
     per_column: dict[str, str] = {}
     default = spec
@@ -252,7 +257,7 @@ def make_plan(
                 FlowfitWarning,
                 stacklevel=2,
             )
-    return plans
+    return with_atoms(plans, values) if atoms and spec == "auto" else plans
 
 
 def outside_support(plan: ColumnPlan, values: Tensor) -> Tensor:

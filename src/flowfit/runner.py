@@ -40,7 +40,7 @@ from flowfit.files import check_directory, lock, replace_directory, write_json, 
 from flowfit.flow import Flow
 from flowfit.io import save
 from flowfit.options import TABLE_DEFAULTS, TrainOptions, check_types, table_batch_size
-from flowfit.preprocess import ColumnPlan, bits_per_dim, describe, with_atoms
+from flowfit.preprocess import bits_per_dim, describe
 from flowfit.sources import Data
 from flowfit.train import FitResult, fit, nll
 from flowfit.train.trainer import compiles
@@ -160,14 +160,15 @@ def run_training(
             training.val_fraction,
             settings.categorical,
             settings.missing,
+            atoms=FAMILIES[settings.flow].keeps_order,
         )
-        model, notice, plans = _build(settings, data)
+        model, notice = _build(settings, data)
         model = model.to(device=device, dtype=dtype)
         for note in [notice, *data.notes, _batch_note(settings, data, model)]:
             if note:
                 say(f"note: {note}")
-        if plans:
-            say(f"preprocessing: {describe(plans, data.columns)}")
+        if data.plans:
+            say(f"preprocessing: {describe(data.plans, data.columns)}")
         if data.categories is not None:
             say(f"categorical: {describe_categories(data.categories)}")
         if world > 1:
@@ -262,22 +263,18 @@ def _training_options(settings: RunSettings, data: Data, model: Flow) -> TrainOp
     return table_batch_size(options, family["batch_size"], len(data.train[0])).with_defaults(family)
 
 
-def _build(settings: RunSettings, data: Data) -> tuple[Flow, str, list[ColumnPlan]]:
-    """The model of the run (sizes checked before anything is allocated), a notice when its
-    family had to change for one-dimensional data, and its columns' plans: with ``--preprocess
-    auto`` and a flow that keeps the column order, recurring values are atoms."""
+def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
+    """The model of the run (sizes checked before anything is allocated) and a notice when
+    its family had to change for one-dimensional data."""
     family, notice = family_for(settings.flow, data.dim)
     architecture = FAMILIES[settings.flow].cls.defaults_for(settings.training.objective)[0]
     options = architecture | {"layers": settings.layers, "hidden": settings.hidden, "bins": settings.bins}
     options = {k: v for k, v in options.items() if v is not None and family.accepts(k)}
-    plans = data.plans
-    if plans and family.keeps_order and settings.preprocess == "auto":
-        plans = with_atoms(plans, sources.first_rows(data.train, sources.PLAN_ROWS)[0])
+    plans = [dataclasses.asdict(plan) for plan in data.plans]
     torch.manual_seed(settings.training.seed)
     try:
         width = data.categories.width if data.categories is not None else 0
-        preprocess = [dataclasses.asdict(plan) for plan in plans]
-        model = family.build(data.dim, context_dim=len(data.given) + width, preprocess=preprocess, **options)
+        model = family.build(data.dim, context_dim=len(data.given) + width, preprocess=plans, **options)
     except ValueError as error:
         raise InputError(f"--flow {family.name}: {error}") from None
     model.metadata = {
@@ -292,7 +289,7 @@ def _build(settings: RunSettings, data: Data) -> tuple[Flow, str, list[ColumnPla
         model.metadata["picture"] = list(PictureDensity(picture).darkness.shape)
     if data.categories is not None:
         model.metadata["categorical"] = data.categories.to_json()
-    return model, notice, plans
+    return model, notice
 
 
 def _check_fresh(out: Path, partial: Path, force: bool) -> None:

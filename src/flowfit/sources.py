@@ -110,6 +110,7 @@ def resolve(
     val_fraction: float = 0.1,
     categorical: list[str] | None = None,
     missing: str = "error",
+    atoms: bool = False,
 ) -> Data:
     """Resolve ``--data spec`` (see the module docstring). ``given`` names columns to condition
     on (the model is then ``p(columns | given)``); ``columns`` defaults to every other
@@ -118,8 +119,9 @@ def resolve(
     (:mod:`flowfit.categories`): the model is then ``p(c) p(x | c)``. ``missing`` says what a
     missing cell (empty or NaN) is: ``error`` (naming its row and column) or ``drop`` (the
     row is dropped, and a note says how many were). ``preprocess`` chooses each continuous
-    column's preprocessing (:func:`flowfit.preprocess.make_plan`), decided on the training
-    rows (at most ``PLAN_ROWS`` of them), checked on every row. A table's rows are split into
+    column's preprocessing (:func:`flowfit.preprocess.make_plan`, with recurring values as
+    ``atoms`` for a flow that keeps the column order), decided on the training rows (at most
+    ``PLAN_ROWS`` of them), checked on every row. A table's rows are split into
     training, ``val_fraction`` for validation and 10% for testing."""
     if missing not in MISSING_POLICIES:
         raise InputError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
@@ -241,7 +243,7 @@ def resolve(
     if preprocess == "auto" and spec in TABLE_PREPROCESS:
         preprocess = TABLE_PREPROCESS[spec]
     lowest = _ranges(values)[0].tolist()
-    plans = make_plan(first_rows(train, PLAN_ROWS)[0], continuous, preprocess, lowest=lowest)
+    plans = make_plan(first_rows(train, PLAN_ROWS)[0], continuous, preprocess, lowest, atoms)
     for first_row, block in _blocks(values, file_rows):
         check_plans(plans, block, continuous, first_row)
     train_low, train_high = _ranges(train[0])
