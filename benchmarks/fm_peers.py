@@ -26,10 +26,11 @@ tolerances, exact trace), so the columns compare training, not solvers:
   probabilities (``flowfit.datasets.PictureDensity``), beside the TV of 100,000 exact samples;
 - training steps per second: the median step of the run (flowfit's steps that validate are
   the median's outliers), and the run's wall seconds;
-- NFE and samples per second of one sampling solve of 100,000 points at the CNF's sampling
-  tolerance; on pictures also at equal TV: the solve is repeated at each of ``--tolerances``
-  and each library is charged its cheapest solve (fewest NFE) whose TV is at most the worst
-  library's TV at the default tolerance (same seed, same base noise).
+- NFE and samples per second of drawing 100,000 points by the CNF's sampling solver (the
+  defaults' rk4 steps; ``Flow.sample`` solves chunks of 4,096 points, so the NFE is the sum over
+  25 solves); on pictures also at equal TV: the solve is repeated with
+  each of ``--sample-steps`` and each library is charged its cheapest solve (fewest NFE) whose
+  TV is at most the worst library's TV with the default steps (same seed, same base noise).
 
 The peers live in ``benchmarks/.peers-venv`` (ignored by git, see ``peers.py``): on first use
 the script installs torch==2.13.0 (the CPU wheel), flowfit (editable) and the two libraries
@@ -193,7 +194,7 @@ def sampling_solve(flow, n: int) -> tuple[Any, float, int]:
 
 def evaluate(flow, architecture: dict[str, Any], test, density, args: argparse.Namespace) -> dict[str, Any]:
     """Test NLL (and for a picture KL and TV), NFE and samples/s of one sampling solve; for a
-    picture also ``sweep``: ``(tolerance, NFE, samples/s, TV)`` at each sampling tolerance
+    picture also ``sweep``: ``(steps, NFE, samples/s, TV)`` for each number of sampling steps
     (None: the CNF's own)."""
     from flowfit.train import nll
 
@@ -204,16 +205,16 @@ def evaluate(flow, architecture: dict[str, Any], test, density, args: argparse.N
         result["kl"] = mean - density.entropy()
         result["tv"] = density.total_variation(samples)
         result["sweep"] = [(None, nfe, result["samples_per_s"], result["tv"])]
-        for tolerance in args.tolerances:
-            loose = evaluation_flow(architecture, flow.state_dict(), sample_rtol=tolerance, sample_atol=tolerance)
-            samples, seconds, nfe = sampling_solve(loose, args.samples)
-            result["sweep"].append((tolerance, nfe, args.samples / seconds, density.total_variation(samples)))
+        for steps in args.sample_steps:
+            other = evaluation_flow(architecture, flow.state_dict(), sample_steps=steps)
+            samples, seconds, nfe = sampling_solve(other, args.samples)
+            result["sweep"].append((steps, nfe, args.samples / seconds, density.total_variation(samples)))
     return result
 
 
 def at_equal_tv(results: dict[str, dict[str, Any]]) -> None:
     """For each library, the cheapest sampling solve whose TV is at most the worst library's
-    TV at the default tolerance (``results[lib]["equal_tv"] = (tolerance, NFE, samples/s, TV)``)."""
+    TV with the default steps (``results[lib]["equal_tv"] = (steps, NFE, samples/s, TV)``)."""
     target = max(r["tv"] for r in results.values())
     for r in results.values():
         r["tv_target"] = target
@@ -299,6 +300,40 @@ def summary(r: dict[str, Any]) -> str:
     )
 
 
+def matmul_floor(architecture: dict[str, Any], batch: int, repeats: int = 200) -> float:
+    """Seconds of the matrix products alone in one training step of the field (median of
+    ``repeats``): each linear layer's forward product, its weight gradient's and its input
+    gradient's (not the first layer's, whose input needs none), at the step's shapes. No loop
+    that trains this field can take less on this machine."""
+    import torch
+
+    from flowfit.continuous import VectorField
+
+    field = VectorField(
+        2, architecture["hidden"], fourier=architecture["fourier"], fourier_scale=architecture["fourier_scale"]
+    )
+    layers = [*field.layers, field.output]
+    inputs = [torch.randn(batch, layer.in_features) for layer in layers]
+    gradients = [torch.randn(batch, layer.out_features) for layer in layers]
+
+    def products() -> None:
+        for i, (layer, x, g) in enumerate(zip(layers, inputs, gradients, strict=True)):
+            torch.addmm(layer.bias, x, layer.weight.t())
+            g.t().mm(x)
+            if i:
+                g.mm(layer.weight)
+
+    with torch.no_grad():
+        for _ in range(20):
+            products()
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            products()
+            seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 # -- the tables -------------------------------------------------------------------------------
 def spread(values: list[float], digits: int) -> str:
     mean = statistics.mean(values)
@@ -314,7 +349,7 @@ def table(name: str, results: dict[str, list[dict[str, Any]]], density, floor: f
     if picture:
         lines += [
             "| library | KL (nats) | per seed | TV | steps/s | train s | NFE sample | samples/s "
-            "| at equal TV: NFE | samples/s | tolerance |",
+            "| at equal TV: NFE | samples/s | sampling steps |",
             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
     else:
@@ -337,11 +372,11 @@ def table(name: str, results: dict[str, list[dict[str, Any]]], density, floor: f
             f"{med(r['samples_per_s'] for r in runs):,.0f}",
         ]
         if picture:
-            tolerances = sorted({"default" if r["equal_tv"][0] is None else f"{r['equal_tv'][0]:g}" for r in runs})
+            steps = sorted({"default" if r["equal_tv"][0] is None else str(r["equal_tv"][0]) for r in runs})
             cells += [
                 f"{med(r['equal_tv'][1] for r in runs):.0f}",
                 f"{med(r['equal_tv'][2] for r in runs):,.0f}",
-                ", ".join(tolerances),
+                ", ".join(steps),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -352,7 +387,7 @@ def table(name: str, results: dict[str, list[dict[str, Any]]], density, floor: f
         floor_tv = density.total_variation(density.sample(samples, seed=7))
         lines.append(
             f"TV of {samples:,} exact samples (the noise floor): {floor_tv:.3f}; equal TV = at most the worst "
-            f"library's TV at the default tolerance (per seed: {targets})."
+            f"library's TV with the default sampling steps (per seed: {targets})."
         )
     peers = [lib for lib in results if lib != "flowfit"]
     if "flowfit" in results and peers:
@@ -388,11 +423,11 @@ def main() -> None:
         help="the peers' learning rate: constant as in their examples, or flowfit's cosine decay",
     )
     parser.add_argument(
-        "--tolerances",
-        type=float,
+        "--sample-steps",
+        type=int,
         nargs="*",
-        default=[1e-4, 1e-3, 1e-2],
-        help="sampling tolerances (rtol = atol) tried for the equal-TV columns of pictures",
+        default=[4, 8, 32],
+        help="sampling solver steps tried for the equal-TV columns of pictures",
     )
     parser.add_argument("--samples", type=int, default=100_000, help="points of each sampling solve")
     parser.add_argument("--threads", type=int, default=2)
@@ -424,7 +459,12 @@ def main() -> None:
     versions = ", ".join(
         f"{package} {importlib.metadata.version(package)}" for package in ("flow-matching", "torchcfm", "torch")
     )
+    floor = matmul_floor(architecture, training["batch_size"])
     lines += [
+        f"The limit: the field's matrix products alone (each layer's forward product, weight gradient and, but "
+        f"for the first layer, input gradient, at the step's shapes, timed apart from everything else) take "
+        f"{1000 * floor:.2f} ms a step on this machine (a field of the defaults: {architecture}).",
+        "",
         f"One `flowfit.continuous.VectorField` ({architecture}), initialized once per seed and copied to every "
         f"library; {training['steps']:,} steps of {training['batch_size']} at lr {training['lr']:g} "
         f"(flowfit: `fit` with `{training}`; peers: torch.optim.Adam, {args.peer_schedule} rate). Seeds "

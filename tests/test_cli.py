@@ -625,7 +625,7 @@ def test_help_shows_each_family_default_and_version() -> None:
     assert "[default: realnvp 6, nsf 4, nsf-ar 4, nsf-ar-ordered 4, maf 5, iaf 5, nice 6, glow 6]" in " ".join(
         result.output.split()
     )
-    assert "[default: realnvp 6000, nsf 10000" in " ".join(result.output.split())
+    assert "[default: realnvp 10000, nsf 10000" in " ".join(result.output.split())
     from flowfit import __version__
 
     assert run("--version").output.strip() == f"flowfit {__version__}"
@@ -1031,4 +1031,4 @@ def test_tables_train_the_table_family_with_a_tables_defaults(tmp_path) -> None:
     result = run("train", "--data", "moons", "--out", tmp_path / "moons", "--steps", "5", "--no-plots")
     assert "training realnvp" in result.output
     used = json.loads((tmp_path / "moons" / "metrics.json").read_text())["options"]
-    assert (used["ema"], used["patience"], used["batch_size"]) == (0.995, None, 512)  # the family's own
+    assert (used["ema"], used["patience"], used["batch_size"]) == (0.995, None, 256)  # the family's own

@@ -149,10 +149,11 @@ class RealNVP(Flow):
     couplings with bounded log-scales (for ``dim = 2``, the tutorial's flips)."""
 
     # an average of the weights (EMA up to 0.995, which validation scores and the flow keeps)
-    # reaches 0.35 nats on two moons several times sooner than the last step's weights, and ends
-    # as low (benchmarks/results/race.md, demo_quality.md); Adam at 2e-3 was faster on some
-    # seeds and spiked and stalled on others
-    training_defaults: ClassVar[dict[str, Any]] = {"steps": 6000, "batch_size": 512, "lr": 1e-3, "ema": 0.995}
+    # reaches 0.35 nats on two moons several times sooner than the last step's weights, and
+    # 10,000 steps of 256 (the same points as 5,000 of 512, in cheaper steps) get there sooner
+    # than 6,000 of 512 and end as low (benchmarks/results/race.md, demo_quality.md); Adam at
+    # 2e-3 was faster on some seeds and spiked and stalled on others
+    training_defaults: ClassVar[dict[str, Any]] = {"steps": 10000, "batch_size": 256, "lr": 1e-3, "ema": 0.995}
 
     def __init__(
         self,
