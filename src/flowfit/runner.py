@@ -164,7 +164,8 @@ def run_training(
         )
         model, notice = _build(settings, data)
         model = model.to(device=device, dtype=dtype)
-        for note in [notice, *data.notes, _batch_note(settings, data, model)]:
+        options = _training_options(settings, data, model)
+        for note in [notice, *data.notes, _batch_note(options.batch_size, data)]:
             if note:
                 say(f"note: {note}")
         if data.plans:
@@ -184,7 +185,6 @@ def run_training(
         what = f"p({', '.join(data.columns)} | {', '.join(data.given)})" if data.given else f"{data.dim}-D"
         if data.categories is not None:
             what = f"p({', '.join(data.categories.columns)}) p({', '.join(data.columns)} | those)"
-        options = _training_options(settings, data, model)
         compiled = compiles(model, options, world)
         say(
             f"{'resuming' if resume else 'training'} {model.metadata['flow']} "
@@ -245,8 +245,7 @@ def describe_categories(categories: Categories) -> str:
     )
 
 
-def _batch_note(settings: RunSettings, data: Data, model: Flow) -> str:
-    batch = _training_options(settings, data, model).batch_size
+def _batch_note(batch: int, data: Data) -> str:
     rows = None if data.generated else len(data.train[0])
     if rows is not None and batch > rows:
         return f"the batch size {batch} is more than the {rows} training rows: every step uses all of them"
