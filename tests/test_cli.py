@@ -1032,3 +1032,19 @@ def test_tables_train_the_table_family_with_a_tables_defaults(tmp_path) -> None:
     assert "training realnvp" in result.output
     used = json.loads((tmp_path / "moons" / "metrics.json").read_text())["options"]
     assert (used["ema"], used["patience"], used["batch_size"]) == (0.995, None, 256)  # the family's own
+
+
+def test_a_numeric_column_with_a_stray_text_cell_is_not_taken_for_labels(tmp_path) -> None:
+    """A column of numbers with one text cell (a typo) named in --columns became a categorical
+    column with a level per distinct number, and trained with exit 0."""
+    rng = np.random.default_rng(0)
+    lines = [f"{a:.4f},{b:.4f}" for a, b in rng.normal(size=(60, 2))] + ["n/a_typo,0.5"]
+    data = tmp_path / "t.csv"
+    data.write_text("a,b\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert_clean_failure(
+        run("train", "--data", data, "--columns", "a,b", "--out", out, *TINY), "row 61 holds 'n/a_typo'"
+    )
+    assert not out.exists()
+    result = run("train", "--data", data, "--columns", "a,b", "--categorical", "a", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output  # asked for labels: labels

@@ -164,3 +164,15 @@ def test_a_read_only_array_fits_and_scores_without_torch_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         FlowDensity(**FAST).fit(x).score_samples(x)
+
+
+def test_an_object_column_of_numbers_with_a_stray_text_cell_is_refused() -> None:
+    """pandas reads a numeric column with one text cell as object: it became 61 categories."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    a = [f"{v:.3f}" for v in rng.normal(size=60)] + ["typo"]
+    frame = pd.DataFrame({"a": a, "b": rng.normal(size=61)})
+    with pytest.raises(InputError, match="column 'a' holds numbers but row 61 holds 'typo'"):
+        FlowDensity(steps=2).fit(frame)
+    frame["a"] = frame["a"].astype("category")  # labels on purpose: accepted
+    FlowDensity(steps=2, random_state=0).fit(frame)

@@ -223,6 +223,29 @@ def integer_labels(values: np.ndarray, name: str, source: str, first_row: int = 
     return labels
 
 
+def refuse_numbers_as_labels(labels: np.ndarray, name: str, source: str, how: str) -> None:
+    """A text column most of whose cells are numbers is a column of numbers with a bad cell
+    (a typo, a unit, a placeholder), not labels: an :class:`~flowfit.errors.InputError` naming
+    the first cell that is not a number, unless the caller asked for labels (``how`` says how).
+    ``None`` (missing) is left out."""
+    present = [(row, str(label).strip()) for row, label in enumerate(labels.tolist()) if label is not None]
+    numbers = [_reads_as_number(cell) for _, cell in present]
+    if present and 2 * sum(numbers) > len(present):
+        row, cell = next(item for item, number in zip(present, numbers, strict=True) if not number)
+        raise InputError(
+            f"{source}: column {name!r} holds numbers but row {row + 1} holds {cell!r}; fix that cell, or {how} "
+            "to model the column as labels"
+        )
+
+
+def _reads_as_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def sorted_levels(labels: np.ndarray, kind: str) -> list[str]:
     """The distinct labels of a column (``None``, missing, left out), sorted: integers by
     value, text as text."""

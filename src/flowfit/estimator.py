@@ -33,7 +33,15 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from flowfit import options
-from flowfit.categories import INTEGER, TEXT, Categories, integer_labels, marginal_log_prob, sorted_levels
+from flowfit.categories import (
+    INTEGER,
+    TEXT,
+    Categories,
+    integer_labels,
+    marginal_log_prob,
+    refuse_numbers_as_labels,
+    sorted_levels,
+)
 from flowfit.errors import FlowfitWarning, InputError
 from flowfit.families import TABLE_DEFAULT, family_for
 from flowfit.flow import Flow
@@ -118,6 +126,10 @@ class FlowDensity(DensityMixin, BaseEstimator):
         if discrete:
             validate_data(self, X, skip_check_array=True)
             data, labels, names = _split_frame(X, discrete)
+            for k, name in enumerate(discrete):  # a text column of numbers with a stray text cell
+                plain_text = X[name].dtype.kind in "OUS" and str(X[name].dtype) != "category"
+                if plain_text and name not in _named(self.categorical):
+                    refuse_numbers_as_labels(labels[:, k], name, "X", "name it in categorical=")
         else:
             finite = True if self.missing == "error" else "allow-nan"
             X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, ensure_all_finite=finite)  # noqa: N806
@@ -271,7 +283,7 @@ MISSING_ADVICE = "choose missing='drop' or 'marginal' to allow missing cells"
 def _discrete_columns(X: Any, categorical: Any) -> list[str]:  # noqa: N803
     """A DataFrame's categorical columns: text and category dtypes, and the integer columns
     that ``categorical`` names (checked: they exist, and hold integers)."""
-    named = [] if categorical is None else [categorical] if isinstance(categorical, str) else list(categorical)
+    named = _named(categorical)
     if not hasattr(X, "dtypes") or not hasattr(X, "columns"):
         if named:
             raise InputError("categorical names columns of a pandas DataFrame; X is not one")
@@ -285,6 +297,11 @@ def _discrete_columns(X: Any, categorical: Any) -> list[str]:  # noqa: N803
         if name not in found and not _is_integer_column(X[name]):
             raise InputError(f"categorical column {name!r} must hold integers or labels, got dtype {X[name].dtype}")
     return [c for c in columns if c in found or c in named]
+
+
+def _named(categorical: Any) -> list[str]:
+    """The column names of the ``categorical`` parameter (None, one name, or several)."""
+    return [] if categorical is None else [categorical] if isinstance(categorical, str) else list(categorical)
 
 
 def _is_labels(dtype: Any) -> bool:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from flowfit.categories import INTEGER as INTEGER_LABELS
 from flowfit.categories import TEXT as TEXT_LABELS
-from flowfit.categories import Categories, integer_labels, sorted_levels
+from flowfit.categories import Categories, integer_labels, refuse_numbers_as_labels, sorted_levels
 from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
@@ -185,6 +185,8 @@ def resolve(
         for k, name in enumerate(discrete):
             if name in texts:
                 labels[:, k] = block.labels[:, texts.index(name)]
+                if name not in categorical:
+                    refuse_numbers_as_labels(labels[:, k], name, path, "name it in --categorical")
             else:
                 column = block.values[:, len(continuous) + len(given) + integers.index(name)]
                 labels[:, k] = integer_labels(column, name, path)
