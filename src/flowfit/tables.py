@@ -220,7 +220,7 @@ class Table:
             bad = _first_not_a_number(cells, raw.odd, values is not None)
             if bad is not None:
                 cell = str(cells[bad]).strip()
-                what = "is not a plain number" if _reads_as_number(cell) else "is not a number"
+                what = "is not a plain number" if reads_as_number(cell) else "is not a number"
                 raise InputError(f"{self.source}: {raw.where(bad)}, column {name!r}: {cell!r} {what}")
             if values is None:  # empty cells: missing
                 stripped = np.char.strip(cells)
@@ -409,7 +409,7 @@ def _open_delimited(path: Path) -> Table:
         raise InputError(f"{path}: the file is empty")
     delimiter = "\t" if path.suffix == ".tsv" or ("\t" in first[1] and "," not in first[1]) else ","
     cells = next(csv.reader([first[1]], delimiter=delimiter))
-    has_header = not all(_reads_as_number(cell) or not cell.strip() for cell in cells)
+    has_header = not all(reads_as_number(cell) or not cell.strip() for cell in cells)
     names = [c.strip() for c in cells] if has_header else [f"x{j}" for j in range(len(cells))]
 
     def raw(rows: int, positions: list[int]) -> Iterator[RawBlock]:
@@ -456,7 +456,7 @@ def _first_not_a_number(cells: np.ndarray, odd: list[int] | None = None, all_num
         try:
             np.where(stripped == "", "nan", stripped).astype(np.float64)
         except ValueError:
-            return next(i for i, cell in enumerate(stripped) if cell and not _reads_as_number(cell))
+            return next(i for i, cell in enumerate(stripped) if cell and not reads_as_number(cell))
     rows = range(len(cells)) if odd is None else odd
     return next((i for i in rows if "_" in cells[i] or not str(cells[i]).isascii()), None)
 
@@ -481,7 +481,8 @@ def _check_no_underflow(source: str, raw: RawBlock, cells: np.ndarray, values: n
             )
 
 
-def _reads_as_number(cell: str) -> bool:
+def reads_as_number(cell: str) -> bool:
+    """Whether Python reads ``cell`` as a float."""
     try:
         float(cell)
     except ValueError:
