@@ -34,7 +34,6 @@ from torch import Tensor
 
 from flowfit.errors import CheckpointError, InputError
 from flowfit.flow import Flow
-from flowfit.tables import reads_as_number
 
 #: The additive smoothing of the category counts (Jeffreys' / Krichevsky-Trofimov's 1/2).
 SMOOTHING = 0.5
@@ -222,21 +221,6 @@ def integer_labels(values: np.ndarray, name: str, source: str, first_row: int = 
         )
     labels[whole] = [str(int(v)) for v in values[whole]]
     return labels
-
-
-def refuse_numbers_as_labels(labels: np.ndarray, name: str, source: str, how: str) -> None:
-    """A text column most of whose cells are numbers is a column of numbers with a bad cell
-    (a typo, a unit, a placeholder), not labels: an :class:`~flowfit.errors.InputError` naming
-    the first cell that is not a number, unless the caller asked for labels (``how`` says how).
-    ``None`` (missing) is left out."""
-    present = [(row, str(label).strip()) for row, label in enumerate(labels.tolist()) if label is not None]
-    numbers = [reads_as_number(cell) for _, cell in present]
-    if present and 2 * sum(numbers) > len(present):
-        row, cell = next(item for item, number in zip(present, numbers, strict=True) if not number)
-        raise InputError(
-            f"{source}: column {name!r} holds numbers but row {row + 1} holds {cell!r}; fix that cell, or {how} "
-            "to model the column as labels"
-        )
 
 
 def sorted_levels(labels: np.ndarray, kind: str) -> list[str]:

@@ -39,7 +39,6 @@ from flowfit.categories import (
     Categories,
     integer_labels,
     marginal_log_prob,
-    refuse_numbers_as_labels,
     sorted_levels,
 )
 from flowfit.errors import FlowfitWarning, InputError
@@ -47,7 +46,7 @@ from flowfit.families import TABLE_DEFAULT, family_for
 from flowfit.flow import Flow
 from flowfit.options import TrainOptions
 from flowfit.preprocess import check_plans, make_plan
-from flowfit.tables import MISSING_POLICIES
+from flowfit.tables import MISSING_POLICIES, refuse_numbers_as_labels
 from flowfit.train import fit as fit_flow
 
 #: The estimator's own parameters and their defaults (the model, and scikit-learn's).

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from flowfit.categories import INTEGER as INTEGER_LABELS
 from flowfit.categories import TEXT as TEXT_LABELS
-from flowfit.categories import Categories, integer_labels, refuse_numbers_as_labels, sorted_levels
+from flowfit.categories import Categories, integer_labels, sorted_levels
 from flowfit.datasets import LOGO, TABLES, TOYS, image
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
@@ -42,6 +42,7 @@ from flowfit.tables import (
     open_table,
     pick,
     read_rows,
+    refuse_numbers_as_labels,
     select_rows,
     split_spec,
 )

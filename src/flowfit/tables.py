@@ -490,6 +490,22 @@ def reads_as_number(cell: str) -> bool:
     return True
 
 
+def refuse_numbers_as_labels(labels: np.ndarray, name: str, source: str, how: str) -> None:
+    """A text column most of whose cells are numbers is a column of numbers with a bad cell
+    (a typo, a unit, a placeholder), not labels: an :class:`~flowfit.errors.InputError` naming
+    the first cell that is not a number, unless the caller asked for labels (``how`` says how).
+    ``None`` (missing) is left out."""
+    present = [(row, str(label).strip()) for row, label in enumerate(labels.tolist()) if label is not None]
+    numbers = [reads_as_number(cell) and "_" not in cell and cell.isascii() for _, cell in present]  # plain ones
+    odd = next((item for item, number in zip(present, numbers, strict=True) if not number), None)
+    if odd is not None and 2 * sum(numbers) > len(present):
+        row, cell = odd
+        raise InputError(
+            f"{source}: column {name!r} holds numbers but row {row + 1} holds {cell!r}; fix that cell, or {how} "
+            "to model the column as labels"
+        )
+
+
 # -- values against the model's dtype ------------------------------------------------------------
 def check_values(
     values: Tensor | np.ndarray, dtype: torch.dtype, names: Sequence[str], source: str, first_row: int = 0
