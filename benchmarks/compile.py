@@ -1,7 +1,8 @@
 """Milliseconds per training step, eager against ``torch.compile`` (what ``--compile`` switches),
-side by side in one process: each round times a block of steps of every model both ways, and
-the table gives the median over rounds, with the time the first compiled step took (compiling
-the forward and the backward).
+or float32 against bfloat16 products (``--compare precision``: what ``--mixed-precision``
+switches, both eager), side by side in one process: each round times a block of steps of every
+model both ways, and the table gives the median over rounds, with the time the first compiled
+step took (compiling the forward and the backward).
 
 A step is the loss of a batch of 256, its backward and a plain ``torch.optim.Adam`` step, the
 same for both paths, so the ratio is the compiled model's own. Models: RealNVP 6 x MLP 2x256
@@ -10,6 +11,7 @@ and NSF 4 x 8 bins x MLP 2x128 on two moons (issue 13's race), the autoregressiv
 defaults (flow-matching loss, batches of 1,024 of flowfit's logo).
 
     .venv/bin/python benchmarks/compile.py --out benchmarks/results/compile.md
+    .venv/bin/python benchmarks/compile.py --compare precision --out benchmarks/results/mixed_precision.md
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 import flowfit
 from flowfit import datasets
 from flowfit.files import write_text
+from flowfit.train.trainer import TrainingLoss, native_bfloat16
 
 BATCH = 256
 
@@ -55,6 +58,10 @@ def models() -> dict[str, tuple[Callable[[], flowfit.Flow], torch.Tensor, str, i
             "mle",
             BATCH,
         ),
+        "RealNVP, batch 128": (lambda: flowfit.RealNVP(2), moons, "mle", 128),
+        "NICE (its defaults), 2 columns": (lambda: flowfit.NICE(2), moons, "mle", BATCH),
+        "Glow (its defaults), 2 columns": (lambda: flowfit.Glow(2), moons, "mle", BATCH),
+        "MAF (its defaults), 2 columns": (lambda: flowfit.MAF(2), moons, "mle", BATCH),
         "CNF, flow matching (--objective fm defaults), batch 1,024": (
             lambda: flowfit.CNF(2, **architecture),
             logo,
@@ -65,15 +72,23 @@ def models() -> dict[str, tuple[Callable[[], flowfit.Flow], torch.Tensor, str, i
 
 
 class Stepper:
-    """Plain Adam steps of one model, through its loss eagerly or compiled."""
+    """Plain Adam steps of one model, through its loss eagerly or compiled, with its products in
+    float32 or (``mixed``) in bfloat16 as the trainer's mixed precision computes them."""
 
     def __init__(
-        self, build: Callable[[], flowfit.Flow], data: torch.Tensor, objective: str, batch: int, compiled: bool
+        self,
+        build: Callable[[], flowfit.Flow],
+        data: torch.Tensor,
+        objective: str,
+        batch: int,
+        compiled: bool,
+        mixed: bool = False,
     ) -> None:
         torch.manual_seed(0)
         self.flow, self.data, self.batch, self.position = build(), data, batch, 0
         self.flow.initialize(data)
-        loss = lambda x: self.flow.loss(x, None, objective)  # noqa: E731
+        objective_module = TrainingLoss(self.flow, objective, mixed)
+        loss = lambda x: objective_module(x, None)  # noqa: E731
         self.loss = torch.compile(loss, dynamic=False) if compiled else loss
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=1e-4)
 
@@ -89,41 +104,68 @@ class Stepper:
         return (time.perf_counter() - start) / n
 
 
+def product_rate(dtype: torch.dtype, size: int = 256, repeats: int = 500) -> float:
+    """GFLOP/s of a lone ``size`` x ``size`` x ``size`` matrix product in ``dtype`` (median of 5)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        times.append((time.perf_counter() - start) / repeats)
+    return 2 * size**3 / statistics.median(times[1:]) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", help="only the models whose names contain one of these words")
+    parser.add_argument(
+        "--compare", choices=("compile", "precision"), default="compile", help="what the two columns differ in"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    precision = args.compare == "precision"
     rows = [
-        "| model (batch 256 unless said) | eager ms per step | compiled ms per step | compiled / eager "
+        "| model (batch 256 unless said) | float32 ms per step | bfloat16 products ms per step | bfloat16 / float32 |"
+        if precision
+        else "| model (batch 256 unless said) | eager ms per step | compiled ms per step | compiled / eager "
         "| first compiled step s |",
-        "|---|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|" + ("" if precision else "---:|"),
     ]
     for name, (build, data, objective, batch) in models().items():
         if args.models and not any(word in name for word in args.models):
             continue
-        eager, compiled = Stepper(build, data, objective, batch, False), Stepper(build, data, objective, batch, True)
-        eager.steps(10)
-        compile_seconds = compiled.steps(1)
-        compiled.steps(10)
+        base = Stepper(build, data, objective, batch, False)
+        other = Stepper(build, data, objective, batch, not precision, mixed=precision)
+        base.steps(10)
+        compile_seconds = other.steps(1)
+        other.steps(10)
         times: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(args.rounds):
-            times[False].append(eager.steps(args.steps))
-            times[True].append(compiled.steps(args.steps))
+            times[False].append(base.steps(args.steps))
+            times[True].append(other.steps(args.steps))
         ms = {key: 1000 * statistics.median(values) for key, values in times.items()}
-        rows.append(
-            f"| {name} | {ms[False]:.2f} | {ms[True]:.2f} | {ms[True] / ms[False]:.2f}x | {compile_seconds:.1f} |"
-        )
+        rows.append(f"| {name} | {ms[False]:.2f} | {ms[True]:.2f} | {ms[True] / ms[False]:.2f}x |")
+        rows[-1] += "" if precision else f" {compile_seconds:.1f} |"
         print(rows[-1], flush=True)
     note = (
         f"\nMedians of {args.rounds} rounds of {args.steps} steps, eager and compiled in turn; "
         f"torch {torch.__version__}, {args.threads} threads. The first compiled step includes compiling "
         "(Inductor's cache, warm after the first run on a machine, shortens it)."
     )
+    if precision:
+        hardware = "has" if native_bfloat16(torch.device("cpu")) else "does not have"
+        note = (
+            f"\nMedians of {args.rounds} rounds of {args.steps} steps, float32 and bfloat16 products in turn, both "
+            f"eager; torch {torch.__version__}, {args.threads} threads; this CPU {hardware} bfloat16 products in "
+            f"hardware (a lone 256 x 256 x 256 product: {product_rate(torch.float32):.0f} GFLOP/s in float32, "
+            f"{product_rate(torch.bfloat16):.0f} in bfloat16). bfloat16: the loss under torch.autocast, as the "
+            "trainer's mixed precision computes it."
+        )
     table = "\n".join(rows) + "\n" + note
     print(table)
     if args.out:

@@ -271,3 +271,21 @@ def test_the_training_tolerance_applies_only_while_training() -> None:
     torch.testing.assert_close(loose.log_prob(x), exact.log_prob(x))  # evaluation keeps rtol, atol
     with pytest.raises(ValueError, match="train_tolerance"):
         flowfit.CNF(2, train_tolerance=0.0)
+
+
+@pytest.mark.parametrize("fourier", [0, 8])
+def test_under_mixed_precision_the_field_keeps_its_features_exact(fourier: int) -> None:
+    # the trainer's bfloat16 autocast rounds the layers' products, not the Fourier angles
+    # (tens of radians) nor the velocity handed back to the flow-matching loss
+    torch.manual_seed(0)
+    field = VectorField(2, hidden=(32, 32), context_dim=1, fourier=fourier, fourier_scale=2.0)
+    torch.nn.init.normal_(field.output.weight, std=0.1)
+    z, t, context = torch.randn(64, 2) * 3, torch.rand(64, 1), torch.randn(64, 1)
+    with torch.autocast("cpu", torch.bfloat16):
+        features = field.features(z, t, context)
+        velocity = field(z, t, context)
+    exact = field.features(z, t, context)
+    assert all(torch.equal(a, b) for a, b in zip(features, exact, strict=True))
+    assert velocity.dtype == torch.float32
+    difference = (velocity - field(z, t, context)).abs().max().item()
+    assert 0 < difference < 0.05  # bfloat16 products: close, not equal

@@ -9,7 +9,9 @@ import torch
 import flowfit
 from flowfit import FAMILIES
 from flowfit.families import family_for, family_of
+from flowfit.nets import MLP
 from flowfit.transforms import AffineCoupling, Permutation, RandomPermutation, Reverse, Standardize
+from flowfit.transforms.autoregressive import MADE
 
 from .helpers import check_bijection, randomize
 
@@ -193,3 +195,34 @@ def test_couplings_in_three_or_more_dimensions_split_every_pair(cls, dim: int) -
     assert all((a, b) in conditioned or (b, a) in conditioned for a in range(dim) for b in range(a))
     if dim <= 4:  # 2 bits, 4 layers: two rounds, both directions
         assert len(conditioned) == dim * (dim - 1)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_under_mixed_precision_only_the_networks_lose_precision(name: str) -> None:
+    # the trainer's mixed precision (torch.autocast to bfloat16) may round the networks'
+    # products, never the transforms' own arithmetic: replaying the networks' outputs in full
+    # precision gives the same log-density to the bit
+    flow = build(name, 3, context_dim=2, embedding=(8,)).float()
+    x, context = torch.randn(64, 3) * 2 + 1, torch.randn(64, 2) * 3
+    networks = [m for m in flow.modules() if isinstance(m, MLP | MADE)]
+    outputs: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda m, args, out: outputs.append(out)) for m in networks]
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        mixed = flow.log_prob(x, context)
+    exact_outputs: list[torch.Tensor] = []
+    for h in handles:
+        h.remove()
+    replayed = iter(outputs)
+
+    def replay(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        exact_outputs.append(out)
+        return next(replayed)
+
+    handles = [m.register_forward_hook(replay) for m in networks]
+    with torch.no_grad():
+        exact = flow.log_prob(x, context)
+    for h in handles:
+        h.remove()
+    assert mixed.dtype == torch.float32 and all(out.dtype == torch.float32 for out in outputs)
+    assert torch.equal(mixed, exact)
+    assert any(not torch.equal(a, b) for a, b in zip(outputs, exact_outputs, strict=True))  # bfloat16 was used

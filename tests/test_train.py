@@ -564,3 +564,40 @@ def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> No
     assert not compiles(small_flow(), COMPILE_ROWS)  # RealNVP: matrix products dominate its step
     assert compiles(small_flow(), 500, compile="on")
     assert not compiles(flowfit.CNF(2), COMPILE_ROWS, objective="fm")
+
+
+def test_mixed_precision_is_chosen_for_the_families_and_objectives_it_speeds_up(monkeypatch) -> None:
+    from flowfit.options import TrainOptions
+    from flowfit.train import trainer
+
+    def mixes(flow: flowfit.Flow, **options) -> bool:
+        return trainer.mixes_precision(flow, TrainOptions(**options))
+
+    monkeypatch.setattr(trainer, "native_bfloat16", lambda device: True)
+    assert mixes(small_flow())  # RealNVP: its step is mostly products
+    assert not mixes(small_flow(), mixed_precision="off")
+    assert not mixes(_spline_flow().float())  # NSF: no faster
+    assert mixes(_spline_flow().float(), mixed_precision="on")
+    assert mixes(flowfit.CNF(2), objective="fm") and not mixes(flowfit.CNF(2))  # not through the ODE
+    assert not mixes(small_flow().double())  # asked for float64: kept
+    with pytest.raises(InputError, match="mixed precision trains float32 flows; this one is float64"):
+        mixes(small_flow().double(), mixed_precision="on")
+    monkeypatch.setattr(trainer, "native_bfloat16", lambda device: False)  # bfloat16 would be slower
+    assert not mixes(small_flow()) and mixes(small_flow(), mixed_precision="on")
+
+
+def test_mixed_precision_trains_in_bfloat16_and_validates_and_keeps_float32() -> None:
+    data, val = datasets.moons(2000, seed=0), datasets.moons(1000, seed=1)
+    results = {}
+    for precision in ("off", "on"):
+        torch.manual_seed(0)
+        flow = small_flow()
+        seen: set[tuple[bool, torch.dtype]] = set()
+        first = next(m for m in flow.modules() if isinstance(m, torch.nn.Linear))
+        first.register_forward_hook(lambda m, args, out, seen=seen: seen.add((torch.is_grad_enabled(), out.dtype)))
+        flowfit.fit(flow, data, steps=300, lr=5e-3, val_data=val, mixed_precision=precision, seed=0, progress=False)
+        training = torch.bfloat16 if precision == "on" else torch.float32
+        assert seen == {(True, training), (False, torch.float32)}  # validation in full precision
+        assert all(p.dtype == torch.float32 for p in flow.state_dict().values() if p.is_floating_point())
+        results[precision] = nll(flow, val)[0]
+    assert abs(results["on"] - results["off"]) < 0.05, results

@@ -76,6 +76,18 @@ class VectorField(nn.Module):
             self.register_buffer("time_frequencies", torch.arange(1, TIME_FREQUENCIES + 1) * torch.pi)
 
     def forward(self, z: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
+        h, extra = self.features(z, t, context)
+        for layer in self.layers:
+            h = self.activation(layer(torch.cat((h, extra.to(h.dtype)), dim=1)))
+        # under the trainer's mixed precision the layers run in bfloat16; the velocity is
+        # returned in the inputs' precision
+        return self.output(torch.cat((h, extra.to(h.dtype)), dim=1)).to(z.dtype)
+
+    @torch.autocast("cpu", enabled=False)  # angles of up to tens of radians need full precision
+    @torch.autocast("cuda", enabled=False)
+    def features(self, z: Tensor, t: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The first layer's inputs: ``z`` (with its Fourier features), and what every layer
+        sees besides, the time (with its sinusoids) and the context."""
         extra = t.expand(z.shape[0], 1) if t.dim() < 2 else t
         h = z
         if self.fourier:
@@ -85,9 +97,7 @@ class VectorField(nn.Module):
             extra = torch.cat((extra, times.sin(), times.cos()), dim=1)
         if context is not None:
             extra = torch.cat((extra, context), dim=1)
-        for layer in self.layers:
-            h = self.activation(layer(torch.cat((h, extra), dim=1)))
-        return self.output(torch.cat((h, extra), dim=1))
+        return h, extra
 
 
 def jacobian_rows(velocity: Tensor, z: Tensor, create_graph: bool) -> list[Tensor]:

@@ -154,6 +154,9 @@ class RealNVP(Flow):
     # than 6,000 of 512 and end as low (benchmarks/results/race.md, demo_quality.md); Adam at
     # 2e-3 was faster on some seeds and spiked and stalled on others
     training_defaults: ClassVar[dict[str, Any]] = {"steps": 10000, "batch_size": 256, "lr": 1e-3, "ema": 0.995}
+    # most of a step is the 256-wide products, which bfloat16 makes 3.6x faster on a CPU that
+    # has them in hardware (a step 0.77x: benchmarks/results/mixed_precision.md)
+    mixed_precision_pays = ("mle",)
 
     def __init__(
         self,
@@ -372,6 +375,9 @@ class CNF(Flow):
         {"hidden": (128, 128, 128), "fourier": 128, "fourier_scale": 2.0, "sample_method": "rk4"},
         {"steps": 120000, "batch_size": 1024, "lr": 2e-3},
     )
+    # a flow-matching step is the field's products and little else (no ODE solve): 0.61x in
+    # bfloat16; under maximum likelihood the trace and the solver's error control want float32
+    mixed_precision_pays = ("fm",)
 
     def __init__(
         self,

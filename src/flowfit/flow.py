@@ -63,6 +63,9 @@ class Flow(Configurable, nn.Module):
     #: Whether ``torch.compile`` of the training step pays for its compile time (about 20 s on
     #: 2 cores) in a long run: ``TrainOptions(compile="auto")`` compiles only such families.
     compile_pays: ClassVar[bool] = False
+    #: The objectives under which computing the networks' products in bfloat16 speeds a
+    #: training step up: ``TrainOptions(mixed_precision="auto")`` uses it only for these.
+    mixed_precision_pays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -108,4 +108,6 @@ class MLP(Configurable, nn.Sequential):
         super().__init__(*layers)
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return super().forward(inputs)
+        # under the trainer's mixed precision the products run in bfloat16; the transform
+        # gets its parameters back in the inputs' precision
+        return super().forward(inputs).to(inputs.dtype)

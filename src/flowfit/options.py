@@ -64,6 +64,13 @@ class TrainOptions:
         "million rows), on or off.",
         ("auto", "on", "off"),
     )
+    mixed_precision: str = _option(
+        "auto",
+        "Compute the networks' matrix products in bfloat16 while training; the weights, the transforms' arithmetic "
+        "and every evaluation stay in the flow's precision: auto (realnvp, and cnf by flow matching, when float32 "
+        "on a CPU with bfloat16 products in hardware), on or off.",
+        ("auto", "on", "off"),
+    )
     max_retries: int = _option(3, "Rollbacks the divergence guard may make before training stops with an error.")
     checkpoint_every: int = _option(1000, "Checkpoint every this many steps (and on Ctrl-C); 0: only on Ctrl-C.")
     seed: int = _option(

@@ -77,7 +77,7 @@ class MADE(nn.Sequential):
             if context is None:
                 raise ValueError("this transform is conditional: pass a context")
             inputs = torch.cat((inputs, context), dim=1)
-        return super().forward(inputs).view(-1, self.dim, self.params_per_dim)
+        return super().forward(inputs).to(inputs.dtype).view(-1, self.dim, self.params_per_dim)
 
 
 class MaskedAutoregressive(Transform):

@@ -79,9 +79,13 @@ class LULinear(Transform):
         lower, upper = self._factors()
         return self.permutation @ lower @ upper
 
+    @torch.autocast("cpu", enabled=False)  # the map stays exact under mixed-precision training
+    @torch.autocast("cuda", enabled=False)
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z @ self.matrix().T + self.bias, self.log_diag.sum().expand(z.shape[0])
 
+    @torch.autocast("cpu", enabled=False)
+    @torch.autocast("cuda", enabled=False)
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         lower, upper = self._factors()
         rhs = (x - self.bias) @ self.permutation  # rows of P^T (x - b)
