@@ -334,6 +334,34 @@ def matmul_floor(architecture: dict[str, Any], batch: int, repeats: int = 200) -
     return statistics.median(seconds)
 
 
+def step_seconds(library: str, architecture: dict[str, Any], batch: int, mixed: bool, repeats: int = 300) -> float:
+    """Median seconds of one of a peer's training steps (its loss, backward, torch.optim.Adam)
+    on a fresh field of ``architecture`` and two-moons batches, the field's products in float32
+    or (``mixed``) under ``torch.autocast`` to bfloat16 as flowfit's mixed precision computes
+    them: what the peer's user would get by turning autocast on."""
+    import torch
+
+    from flowfit import datasets
+    from flowfit.continuous import VectorField
+
+    field = VectorField(
+        2, architecture["hidden"], fourier=architecture["fourier"], fourier_scale=architecture["fourier_scale"]
+    )
+    loss_of = peer_loss(library, field)
+    optimizer = torch.optim.Adam(field.parameters(), lr=1e-4)
+    data = datasets.moons(batch * 16, seed=0).split(batch)
+    seconds = []
+    for i in range(repeats + 20):
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
+            loss = loss_of(data[i % len(data)])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[20:])
+
+
 # -- the tables -------------------------------------------------------------------------------
 def spread(values: list[float], digits: int) -> str:
     mean = statistics.mean(values)
@@ -460,6 +488,24 @@ def main() -> None:
         f"{package} {importlib.metadata.version(package)}" for package in ("flow-matching", "torchcfm", "torch")
     )
     floor = matmul_floor(architecture, training["batch_size"])
+    peers = [lib for lib in args.libraries if lib in ("flow_matching", "torchcfm")]
+    if peers:
+        steps = {
+            (lib, mixed): step_seconds(lib, architecture, training["batch_size"], mixed)
+            for mixed in (False, True)
+            for lib in peers
+        }
+        lines += [
+            "The peers with the field's products under torch.autocast to bfloat16, as flowfit's mixed precision "
+            "computes them (flowfit's `--mixed-precision auto` does it by default on this CPU; the peers' users "
+            "would turn it on themselves), ms per step on moons batches: "
+            + "; ".join(
+                f"{LIBRARIES[lib]} {1000 * steps[lib, False]:.2f} in float32, {1000 * steps[lib, True]:.2f} mixed"
+                for lib in peers
+            )
+            + ".",
+            "",
+        ]
     lines += [
         f"The limit: the field's matrix products alone (each layer's forward product, weight gradient and, but "
         f"for the first layer, input gradient, at the step's shapes, timed apart from everything else) take "

@@ -15,7 +15,10 @@ median of ``--rounds``:
   ``--batch``, backward, Adam at 1e-3: for flowfit its trainer's fused Adam, for the peers
   ``torch.optim.Adam``, what their users call; flowfit's step with ``torch.optim.Adam`` is
   reported too, so that the step compares the models themselves, and both again with flowfit's
-  log_prob through ``torch.compile``, what ``--compile`` trains with);
+  log_prob through ``torch.compile``, what ``--compile`` trains with); flowfit's networks compute
+  in bfloat16 where its trainer's ``--mixed-precision auto`` would (RealNVP on a CPU with
+  bfloat16 products), and its float32 step is reported too; each peer's step is timed once more
+  under the same ``torch.autocast``, as its users could turn it on;
 - log_prob and sampling throughput on 100,000 points without gradients;
 - this machine's float32 matrix-multiply rate (a 2048 x 2048 ``torch.mm``) and each library's
   achieved rate in log_prob, as a fraction of it (the RealNVP's multiply-adds per point are the
@@ -374,6 +377,9 @@ def speed_table(libraries: list[str], rounds: int, threads: int, test, device, b
     ``rounds`` rounds."""
     import torch
 
+    from flowfit.options import TrainOptions
+    from flowfit.train.trainer import mixes_precision
+
     models = {(lib, m): build(lib, m) for m in ("realnvp", "nsf") for lib in libraries}
     for module, _, _ in models.values():
         module.to(device)
@@ -387,29 +393,46 @@ def speed_table(libraries: list[str], rounds: int, threads: int, test, device, b
             module.initialize(moons(10_000, seed=2).to(device))
     # and its log_prob through torch.compile, as `--compile` trains (compiled once, before timing)
     compiled = {key: torch.compile(models[key][1], dynamic=False) for key in plain}
+    # flowfit's steps with the products in bfloat16 where its trainer's mixed precision would
+    # (TrainOptions' default, on this device), once more in float32 for what that buys; the peers'
+    # steps once more under the same torch.autocast, as their users could turn it on
+    mixed = {key: mixes_precision(models[key][0], TrainOptions()) for key in plain}
     timings: dict[tuple[str, str], dict[str, list[float]]] = {k: {} for k in models}
+
+    def step(log_prob, optimizer, batch, bf16: bool) -> None:
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss = -log_prob(batch).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def timed(log_prob, optimizer, batch, bf16: bool, may_fail: bool) -> float:
+        """ms per step (median of 25); NaN for a peer whose transforms refuse bfloat16."""
+        try:
+            step(log_prob, optimizer, batch, bf16)
+            return median_time(lambda: step(log_prob, optimizer, batch, bf16), 25, device) * 1000
+        except Exception:
+            if not may_fail:
+                raise
+            return math.nan
+
     for _ in range(rounds):
         for key, (_, log_prob, sample) in models.items():
             for size, batch in data.items():
-
-                def step(log_prob=log_prob, optimizer=optimizers[key], batch=batch) -> None:
-                    loss = -log_prob(batch).mean()
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-
-                step()
-                timings[key].setdefault(f"step {size}", []).append(median_time(step, 25, device) * 1000)
-                if key in plain:
-                    step(optimizer=plain[key])
-                    seconds = median_time(lambda k=key, s=step: s(optimizer=plain[k]), 25, device)
-                    timings[key].setdefault(f"plain {size}", []).append(seconds * 1000)
-                    for name, adam in (("compiled plain", plain[key]), ("compiled", optimizers[key])):
-                        step(log_prob=compiled[key], optimizer=adam)
-                        seconds = median_time(
-                            lambda s=step, k=key, a=adam: s(log_prob=compiled[k], optimizer=a), 25, device
-                        )
-                        timings[key].setdefault(f"{name} {size}", []).append(seconds * 1000)
+                bf16 = mixed.get(key, False)
+                runs = {"step": (log_prob, optimizers[key], bf16)}
+                if key not in plain:
+                    runs["autocast"] = (log_prob, optimizers[key], True)
+                else:
+                    runs["plain"] = (log_prob, plain[key], bf16)
+                    runs["compiled plain"] = (compiled[key], plain[key], bf16)
+                    runs["compiled"] = (compiled[key], optimizers[key], bf16)
+                    if bf16:
+                        runs["float32 plain"] = (log_prob, plain[key], False)
+                        runs["float32 compiled plain"] = (compiled[key], plain[key], False)
+                for name, (function, adam, autocast) in runs.items():
+                    ms = timed(function, adam, batch, autocast, may_fail=name == "autocast")
+                    timings[key].setdefault(f"{name} {size}", []).append(ms)
             with torch.inference_mode() if key[0] == "flowfit" else torch.no_grad():
                 log_prob_seconds = median_time(lambda lp=log_prob: lp(test), 1, device)
                 sample_seconds = median_time(lambda s=sample: s(POINTS), 1, device)
@@ -436,24 +459,37 @@ def speed_table(libraries: list[str], rounds: int, threads: int, test, device, b
         rows.append(f"| {lib} | {model} | {params:,} | {steps} | {t['log_prob']:,.0f} | {t['sample']:,.0f} | {rate} |")
     for model in ("realnvp", "nsf"):
         ours = {k: statistics.median(v) for k, v in timings["flowfit", model].items()}
-        peers = [{k: statistics.median(v) for k, v in timings[lib, model].items()} for lib in libraries[1:]]
+        peers = {lib: {k: statistics.median(v) for k, v in timings[lib, model].items()} for lib in libraries[1:]}
         if not peers:
             continue
         rows.append("")
         for size in batches:
-            fastest = min(p[f"step {size}"] for p in peers)
+            fastest = min(p[f"step {size}"] for p in peers.values())
+            precision = "bfloat16 products (its mixed precision)" if mixed["flowfit", model] else "float32"
             rows.append(
-                f"{model}, batch {size}: flowfit's step with torch.optim.Adam's default implementation instead of its "
-                f"trainer's fused Adam: {ours[f'plain {size}']:.2f} ms ({ours[f'plain {size}'] / fastest:.2f}x the "
-                f"fastest peer's); with its fused Adam {ours[f'step {size}'] / fastest:.2f}x the fastest peer's. "
-                f"Compiled (torch.compile, what --compile does) with torch.optim.Adam: "
-                f"{ours[f'compiled plain {size}']:.2f} ms ({ours[f'compiled plain {size}'] / fastest:.2f}x the fastest "
-                f"peer's); compiled with its fused Adam: {ours[f'compiled {size}']:.2f} ms "
-                f"({ours[f'compiled {size}'] / fastest:.2f}x)."
+                f"{model}, batch {size}, flowfit in {precision}: its step with torch.optim.Adam's default "
+                f"implementation instead of its trainer's fused Adam: {ours[f'plain {size}']:.2f} ms "
+                f"({ours[f'plain {size}'] / fastest:.2f}x the fastest peer's); with its fused Adam "
+                f"{ours[f'step {size}'] / fastest:.2f}x the fastest peer's. Compiled (torch.compile, what --compile "
+                f"does) with torch.optim.Adam: {ours[f'compiled plain {size}']:.2f} ms "
+                f"({ours[f'compiled plain {size}'] / fastest:.2f}x the fastest peer's); compiled with its fused Adam: "
+                f"{ours[f'compiled {size}']:.2f} ms ({ours[f'compiled {size}'] / fastest:.2f}x)."
             )
+            if mixed["flowfit", model]:
+                rows.append(
+                    f"The same in float32 (--mixed-precision off), torch.optim.Adam: "
+                    f"{ours[f'float32 plain {size}']:.2f} ms eager ({ours[f'float32 plain {size}'] / fastest:.2f}x), "
+                    f"{ours[f'float32 compiled plain {size}']:.2f} ms compiled "
+                    f"({ours[f'float32 compiled plain {size}'] / fastest:.2f}x)."
+                )
+            under = ", ".join(
+                f"{lib} {p[f'autocast {size}']:.2f} ms" if math.isfinite(p[f"autocast {size}"]) else f"{lib} fails"
+                for lib, p in peers.items()
+            )
+            rows.append(f"The peers' steps under the same torch.autocast to bfloat16 (torch.optim.Adam): {under}.")
         rows.append(
-            f"{model}: flowfit's log_prob {ours['log_prob'] / max(p['log_prob'] for p in peers):.2f}x and sampling "
-            f"{ours['sample'] / max(p['sample'] for p in peers):.2f}x the fastest peer's throughput."
+            f"{model}: flowfit's log_prob {ours['log_prob'] / max(p['log_prob'] for p in peers.values()):.2f}x and "
+            f"sampling {ours['sample'] / max(p['sample'] for p in peers.values()):.2f}x the fastest peer's throughput."
         )
     return rows
 

@@ -1048,3 +1048,11 @@ def test_a_numeric_column_with_a_stray_text_cell_is_not_taken_for_labels(tmp_pat
     assert not out.exists()
     result = run("train", "--data", data, "--columns", "a,b", "--categorical", "a", "--out", out, *TINY)
     assert result.exit_code == 0, result.output  # asked for labels: labels
+
+
+def test_mixed_precision_of_a_float64_model_is_refused_before_anything_is_written(tmp_path) -> None:
+    out = tmp_path / "r"
+    args = ("--dtype", "float64", "--mixed-precision", "on", "--steps", "3", "--out", out, "--no-progress")
+    assert_clean_failure(run("train", *args), "mixed precision trains float32 flows; this one is float64")
+    assert not out.exists() and not (tmp_path / "r.partial").exists()
+    assert_clean_failure(run("train", "--mixed-precision", "half", "--out", out), "must be one of auto, on, off")

@@ -43,7 +43,7 @@ from flowfit.options import TABLE_DEFAULTS, TrainOptions, check_types, table_bat
 from flowfit.preprocess import bits_per_dim, describe
 from flowfit.sources import Data
 from flowfit.train import FitResult, fit, nll
-from flowfit.train.trainer import compiles
+from flowfit.train.trainer import compiles, mixes_precision
 
 DTYPES = ("float32", "float64")
 
@@ -165,6 +165,7 @@ def run_training(
         model, notice = _build(settings, data)
         model = model.to(device=device, dtype=dtype)
         options = _training_options(settings, data, model)
+        mixed = mixes_precision(model, options)  # refuses mixed precision of a float64 model, before any file
         for note in [notice, *data.notes, _batch_note(options.batch_size, data)]:
             if note:
                 say(f"note: {note}")
@@ -192,6 +193,7 @@ def run_training(
             f"for {options.steps} steps on {device}"
             + (f" in {world} processes" if world > 1 else "")
             + (", its step compiled first (torch.compile: up to 20 s on a first run)" if compiled else "")
+            + (", its networks' products in bfloat16 (--mixed-precision)" if mixed else "")
         )
         start = time.perf_counter()
         try:
