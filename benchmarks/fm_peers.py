@@ -132,9 +132,20 @@ def peer_loss(library: str, field) -> Callable[[Any], Any]:
     return loss
 
 
-def train_peer(library: str, template_field, sample, loc, scale, training: dict[str, Any], schedule: str, seed: int):
+def train_peer(
+    library: str,
+    template_field,
+    sample,
+    loc,
+    scale,
+    training: dict[str, Any],
+    schedule: str,
+    seed: int,
+    mixed: bool = False,
+):
     """The peers' minimal loop: fresh standardized batches, Adam; returns the field, each
-    step's seconds and the wall seconds."""
+    step's seconds and the wall seconds. With ``mixed`` the loss runs under ``torch.autocast``
+    to bfloat16, as flowfit's mixed precision computes it."""
     import numpy as np
     import torch
 
@@ -151,7 +162,8 @@ def train_peer(library: str, template_field, sample, loc, scale, training: dict[
     start = time.perf_counter()
     for _ in range(steps):
         begin = time.perf_counter()
-        loss = loss_of((sample(batch) - loc) / scale)
+        with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
+            loss = loss_of((sample(batch) - loc) / scale)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -335,30 +347,17 @@ def matmul_floor(architecture: dict[str, Any], batch: int, repeats: int = 200) -
 
 
 def step_seconds(library: str, architecture: dict[str, Any], batch: int, mixed: bool, repeats: int = 300) -> float:
-    """Median seconds of one of a peer's training steps (its loss, backward, torch.optim.Adam)
-    on a fresh field of ``architecture`` and two-moons batches, the field's products in float32
-    or (``mixed``) under ``torch.autocast`` to bfloat16 as flowfit's mixed precision computes
-    them: what the peer's user would get by turning autocast on."""
-    import torch
-
+    """Median seconds of one of a peer's training steps (:func:`train_peer`) on a fresh field of
+    ``architecture`` and two-moons batches, in float32 or (``mixed``) under ``torch.autocast``
+    to bfloat16: what the peer's user would get by turning autocast on."""
     from flowfit import datasets
     from flowfit.continuous import VectorField
 
     field = VectorField(
         2, architecture["hidden"], fourier=architecture["fourier"], fourier_scale=architecture["fourier_scale"]
     )
-    loss_of = peer_loss(library, field)
-    optimizer = torch.optim.Adam(field.parameters(), lr=1e-4)
-    data = datasets.moons(batch * 16, seed=0).split(batch)
-    seconds = []
-    for i in range(repeats + 20):
-        start = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
-            loss = loss_of(data[i % len(data)])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seconds.append(time.perf_counter() - start)
+    training = {"steps": repeats + 20, "batch_size": batch, "lr": 1e-4}
+    _, seconds, _ = train_peer(library, field, datasets.moons, 0.0, 1.0, training, "constant", 0, mixed)
     return statistics.median(seconds[20:])
 
 

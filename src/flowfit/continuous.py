@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from flowfit.errors import InputError
-from flowfit.nets import ACTIVATIONS
+from flowfit.nets import ACTIVATIONS, full_precision
 from flowfit.transforms.base import Transform
 from flowfit.transforms.preprocessing import Standardize
 
@@ -83,8 +83,7 @@ class VectorField(nn.Module):
         # returned in the inputs' precision
         return self.output(torch.cat((h, extra.to(h.dtype)), dim=1)).to(z.dtype)
 
-    @torch.autocast("cpu", enabled=False)  # angles of up to tens of radians need full precision
-    @torch.autocast("cuda", enabled=False)
+    @full_precision  # angles of up to tens of radians
     def features(self, z: Tensor, t: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """The first layer's inputs: ``z`` (with its Fourier features), and what every layer
         sees besides, the time (with its sinusoids) and the context."""

@@ -33,14 +33,7 @@ from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 from flowfit import options
-from flowfit.categories import (
-    INTEGER,
-    TEXT,
-    Categories,
-    integer_labels,
-    marginal_log_prob,
-    sorted_levels,
-)
+from flowfit.categories import INTEGER, TEXT, Categories, integer_labels, marginal_log_prob, sorted_levels
 from flowfit.errors import FlowfitWarning, InputError
 from flowfit.families import TABLE_DEFAULT, family_for
 from flowfit.flow import Flow

@@ -3,11 +3,13 @@ keep a config from asking for a network that cannot be built."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import torch
 from torch import Tensor, nn
 
 from flowfit.config import Configurable
@@ -29,6 +31,24 @@ IN_PLACE = ("relu", "leaky_relu")
 def activation_layer(name: str) -> nn.Module:
     """The activation ``name`` as a layer, in place where that is safe (:data:`IN_PLACE`)."""
     return ACTIVATIONS[name](inplace=True) if name in IN_PLACE else ACTIVATIONS[name]()
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def full_precision(method: Method) -> Method:
+    """``method`` run outside any ``torch.autocast`` region: a transform's own products stay in
+    the flow's precision under the trainer's mixed precision, which rounds only the networks'.
+    Outside autocast (every evaluation) it costs one check."""
+
+    @functools.wraps(method)
+    def exact(*args: Any, **kwargs: Any) -> Any:
+        if not (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")):
+            return method(*args, **kwargs)
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return method(*args, **kwargs)
+
+    return exact  # type: ignore[return-value]
 
 
 #: The most parameters a flowfit model may have (2 GB of float32): a config asking for more

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowfit.nets import full_precision
 from flowfit.transforms.base import Transform
 
 
@@ -79,13 +80,11 @@ class LULinear(Transform):
         lower, upper = self._factors()
         return self.permutation @ lower @ upper
 
-    @torch.autocast("cpu", enabled=False)  # the map stays exact under mixed-precision training
-    @torch.autocast("cuda", enabled=False)
+    @full_precision  # the map stays exact under mixed-precision training
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z @ self.matrix().T + self.bias, self.log_diag.sum().expand(z.shape[0])
 
-    @torch.autocast("cpu", enabled=False)
-    @torch.autocast("cuda", enabled=False)
+    @full_precision
     def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         lower, upper = self._factors()
         rhs = (x - self.bias) @ self.permutation  # rows of P^T (x - b)
