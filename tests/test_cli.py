@@ -775,6 +775,48 @@ def test_missing_cells_when_training(tmp_path) -> None:
     assert (metrics["val_size"], metrics["test_size"]) == (val, test)
 
 
+def test_a_column_of_numbers_with_a_stray_cell_is_refused_not_skipped(tmp_path) -> None:
+    """Regression: without --columns, a price column with one text cell was taken for a text
+    column and skipped with a note, and the run trained on the other columns with exit 0."""
+    data = mixed_table(tmp_path / "houses.csv")
+    lines = data.read_text(encoding="utf-8").splitlines()
+    cells = lines[396].split(",")
+    cells[-2] = "12 kg"  # the price of data row 396 (in the test split)
+    (tmp_path / "typo.csv").write_text("\n".join([*lines[:396], ",".join(cells), *lines[397:]]) + "\n")
+    out = tmp_path / "run"
+    result = run("train", "--data", tmp_path / "typo.csv", "--out", out, *TINY)
+    assert_clean_failure(
+        result, "column 'price' holds numbers but row 396 holds '12 kg'; fix that cell, or leave the column out"
+    )
+    assert not out.exists()
+    result = run("train", "--data", tmp_path / "typo.csv", "--columns", "carat,rooms", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output  # left out by name: the column may hold anything
+    # R's NA for a missing price: a missing cell (an error by default), not a text column
+    cells[-2] = "NA"
+    (tmp_path / "r.csv").write_text("\n".join([*lines[:396], ",".join(cells), *lines[397:]]) + "\n")
+    out = tmp_path / "r"
+    assert_clean_failure(
+        run("train", "--data", tmp_path / "r.csv", "--out", out, *TINY),
+        "line 397, column 'price' is missing ('NA'); pass --missing drop",
+    )
+    result = run("train", "--data", tmp_path / "r.csv", "--out", out, "--missing", "drop", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "note: dropped 1 of 600 rows with missing cells" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["metadata"]["columns"] == ["id", "carat", "price", "rooms"]
+
+
+def test_a_categorical_level_that_reads_like_a_missing_mark_is_named(tmp_path) -> None:
+    data = mixed_table(tmp_path / "houses.csv")
+    text = data.read_text(encoding="utf-8").replace(",Fair,", ",NA,")
+    (tmp_path / "na.csv").write_text(text, encoding="utf-8")
+    result = run("train", "--data", tmp_path / "na.csv", "--columns", "cut,carat", "--out", tmp_path / "run", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "the categorical column cut has the level(s) 'NA', which other programs write for a missing cell" in (
+        result.output
+    )
+
+
 def test_missing_cells_when_scoring_keep_output_rows_aligned(tmp_path) -> None:
     out = tmp_path / "run"
     complete = mixed_table(tmp_path / "complete.csv", n=200)

@@ -331,6 +331,35 @@ def test_labels_and_missing_cells_are_kept_when_asked(tmp_path) -> None:
         tables.open_table(path).read_all(["b"], keep_missing=True)  # inf is never a missing value
 
 
+def test_what_other_programs_write_for_a_missing_number_is_missing(tmp_path) -> None:
+    """R writes NA, spreadsheets #N/A, SQL NULL: in a column of numbers each is a missing cell
+    (an error naming it unless the user's policy keeps it), not text that turns the column into
+    labels; in a column of labels they stay labels."""
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,cut\n1,2,NA\nNA,3,x\n n/a ,4,y\n#N/A,NULL,z\nnone,<NA>,x\n5,-nan,NA\n")
+    table = tables.open_table(path)
+    assert table.kinds() == {"a": "number", "b": "number", "cut": "text"}
+    block = table.read_all(["a", "b"], ["cut"], keep_missing=True)
+    assert block.missing.tolist() == [False, True, True, True, True, True]
+    assert np.isnan(block.values[1:5, 0]).all() and block.values[[0, 5], 0].tolist() == [1.0, 5.0]
+    assert np.isnan(block.values[[3, 4, 5], 1]).all()
+    assert block.labels[:, 0].tolist() == ["NA", "x", "y", "z", "x", "NA"]  # a label, maybe Namibia
+    with pytest.raises(InputError, match=r"line 3, column 'a' is missing \('NA'\); pass --missing drop"):
+        table.read_all(["a"])
+    with pytest.raises(InputError, match=r"line 5, column 'b' is missing \('NULL'\)"):
+        table.read_all(["b"])
+    path.write_text("a\n1\nNAN\n2\n")
+    with pytest.raises(InputError, match=r"line 3, column 'a' is missing \(NaN\)"):
+        tables.open_table(path).read_all(["a"])
+
+
+def test_a_stray_cell_in_a_column_of_numbers_is_named_not_a_missing_mark() -> None:
+    labels = np.array(["1", "NA", "2", None, "12 kg", "3"], dtype=object)
+    with pytest.raises(InputError, match=r"column 'w' holds numbers but row 5 holds '12 kg'; fix that cell, or pass"):
+        tables.refuse_numbers_as_labels(labels, "w", "t.csv", "pass")
+    tables.refuse_numbers_as_labels(np.array(["a", "NA", "b", "1"], dtype=object), "w", "t.csv", "pass")  # labels
+
+
 def test_parquet_text_and_null_cells(tmp_path) -> None:
     import pandas as pd
 

@@ -121,7 +121,9 @@ class FlowDensity(DensityMixin, BaseEstimator):
             for k, name in enumerate(discrete):  # a text column of numbers with a stray text cell
                 plain_text = X[name].dtype.kind in "OUS" and str(X[name].dtype) != "category"
                 if plain_text and name not in _named(self.categorical):
-                    refuse_numbers_as_labels(labels[:, k], name, "X", "name it in categorical=")
+                    refuse_numbers_as_labels(
+                        labels[:, k], name, "X", "name it in categorical= to model the column as labels"
+                    )
         else:
             finite = True if self.missing == "error" else "allow-nan"
             X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, ensure_all_finite=finite)  # noqa: N806

@@ -30,6 +30,7 @@ from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
 from flowfit.shuffle import Permutation, split
 from flowfit.tables import (
+    MISSING_CELLS,
     MISSING_HINT,
     MISSING_POLICIES,
     NUMBER,
@@ -115,15 +116,17 @@ def resolve(
 ) -> Data:
     """Resolve ``--data spec`` (see the module docstring). ``given`` names columns to condition
     on (the model is then ``p(columns | given)``); ``columns`` defaults to every other
-    column that holds numbers (text columns are skipped, with a note). A text column named in
+    column that holds numbers (text columns are skipped, with a note; a column of numbers with
+    a stray text cell is an error that names the cell). A text column named in
     ``columns``, and a column of integers named in ``categorical``, is categorical
     (:mod:`flowfit.categories`): the model is then ``p(c) p(x | c)``. ``missing`` says what a
-    missing cell (empty or NaN) is: ``error`` (naming its row and column) or ``drop`` (the
-    row is dropped, and a note says how many were). ``preprocess`` chooses each continuous
-    column's preprocessing (:func:`flowfit.preprocess.make_plan`, with recurring values as
-    ``atoms`` for a flow that keeps the column order), decided on the training rows (at most
-    ``PLAN_ROWS`` of them), checked on every row. A table's rows are split into
-    training, ``val_fraction`` for validation and 10% for testing."""
+    missing cell (empty, NaN, ``NA``...: :data:`flowfit.tables.MISSING_CELLS`) is: ``error``
+    (naming its row and column) or ``drop`` (the row is dropped, and a note says how many were).
+    ``preprocess`` chooses each continuous column's preprocessing
+    (:func:`flowfit.preprocess.make_plan`, with recurring values as ``atoms`` for a flow that
+    keeps the column order), decided on the training rows (at most ``PLAN_ROWS`` of them),
+    checked on every row. A table's rows are split into training, ``val_fraction`` for
+    validation and 10% for testing."""
     if missing not in MISSING_POLICIES:
         raise InputError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     draw = generated(spec)
@@ -153,6 +156,10 @@ def resolve(
         columns = [c for c in names if c not in given and (kinds[c] == NUMBER or c in categorical)]
         skipped = [c for c in names if c not in given and c not in columns]
         if skipped:
+            # a column of numbers with a stray text cell ("12 kg") is no text column to skip
+            labels = table.read_all([], skipped, keep_missing=True).labels
+            for k, name in enumerate(skipped):
+                refuse_numbers_as_labels(labels[:, k], name, path, "leave the column out with --columns")
             notes.append(
                 f"skipped the text column(s) {', '.join(skipped)}; name them in --columns to model them as categorical"
             )
@@ -187,7 +194,9 @@ def resolve(
             if name in texts:
                 labels[:, k] = block.labels[:, texts.index(name)]
                 if name not in categorical:
-                    refuse_numbers_as_labels(labels[:, k], name, path, "name it in --categorical")
+                    refuse_numbers_as_labels(
+                        labels[:, k], name, path, "name it in --categorical to model the column as labels"
+                    )
             else:
                 column = block.values[:, len(continuous) + len(given) + integers.index(name)]
                 labels[:, k] = integer_labels(column, name, path)
@@ -237,6 +246,13 @@ def resolve(
                 notes.append(
                     f"the categorical column {name} has {len(level)} levels in {len(table)} rows: nearly an id, "
                     "which p(c) can say little about"
+                )
+        for name, level in zip(discrete, levels, strict=True):
+            marks = [label for label in level if str(label).lower() in MISSING_CELLS]
+            if marks:
+                notes.append(
+                    f"the categorical column {name} has the level(s) {', '.join(map(repr, marks))}, which other "
+                    "programs write for a missing cell; each is modelled as a level of its own"
                 )
         categories = Categories(discrete, kinds_of, levels)
         codes = categories.encode(labels, path)

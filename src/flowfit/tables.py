@@ -8,11 +8,13 @@ numbers (float64) or as labels (text, for a categorical column); :meth:`Table.ki
 which each column holds. Ragged or non-numeric lines, complex arrays, and duplicate or empty
 column names are errors that name the file, row and column.
 
-A *missing* cell is an empty one or one that reads NaN (any case); inf is never missing, it
-is an error. By default a missing cell is an error that names its row and column; readers
-asked to keep them mark them (NaN in numbers, ``None`` in labels) and the caller applies
-the user's policy (``--missing``). :func:`check_values` then checks that the values fit the
-model's dtype.
+A *missing* cell is an empty one, one that reads NaN, or, in a column of numbers, one of the
+marks other programs write for one (``NA``, ``N/A``, ``#N/A``, ``NULL``, ``None``, ``<NA>``;
+any case: :data:`MISSING_CELLS`); inf is never missing, it is an error. In a column of labels
+those marks are labels (``NA`` may be a country), and the run says so. By default a missing
+cell is an error that names its row and column; readers asked to keep them mark them (NaN in
+numbers, ``None`` in labels) and the caller applies the user's policy (``--missing``).
+:func:`check_values` then checks that the values fit the model's dtype.
 
 :class:`Rows` leaves a ``.npy`` file on disk (memory-mapped) and reads a batch at a time;
 :class:`MappedPages` releases the pages that a pass over such a file mapped into the process.
@@ -44,6 +46,9 @@ NUMBER, TEXT = "number", "text"
 #: What a missing cell may be (``--missing``): an error, a dropped row, or (when scoring) a
 #: cell summed out of the likelihood exactly.
 MISSING_POLICIES = ("error", "drop", "marginal")
+#: What a cell of a column of numbers reads when it is missing (lower case, stripped): empty,
+#: NaN, and the marks of R (``NA``), spreadsheets (``#N/A``), SQL (``NULL``) and pandas.
+MISSING_CELLS = ("", "nan", "-nan", "na", "n/a", "#n/a", "<na>", "null", "none")
 #: The advice a missing-cell error ends with.
 MISSING_HINT = "pass --missing drop to leave such rows out"
 
@@ -177,7 +182,8 @@ class Table:
                 what = ""
                 if column < len(numbers):
                     cell = raw.columns[column][row]
-                    what = " (empty)" if isinstance(cell, str) and not cell.strip() else " (NaN)"
+                    text = cell.strip() if isinstance(cell, str) else "nan"
+                    what = " (empty)" if not text else " (NaN)" if text.lower() in ("nan", "-nan") else f" ({text!r})"
                 raise InputError(
                     f"{self.source}: {raw.where(row)}, column {[*numbers, *labels][column]!r} is missing{what}; "
                     f"{MISSING_HINT}"
@@ -222,9 +228,9 @@ class Table:
                 cell = str(cells[bad]).strip()
                 what = "is not a plain number" if reads_as_number(cell) else "is not a number"
                 raise InputError(f"{self.source}: {raw.where(bad)}, column {name!r}: {cell!r} {what}")
-            if values is None:  # empty cells: missing
+            if values is None:  # missing cells (empty, NA, ...)
                 stripped = np.char.strip(cells)
-                values = np.where(stripped == "", "nan", stripped).astype(np.float64)
+                values = np.where(_missing(stripped), "nan", stripped).astype(np.float64)
             _check_no_underflow(self.source, raw, cells, values, name)
         else:
             values = np.asarray(cells, dtype=np.float64)
@@ -446,17 +452,23 @@ def _split(
     return RawBlock(start, [number for number, _ in block], [cells[:, j] for j in positions], odd)
 
 
+def _missing(stripped: np.ndarray) -> np.ndarray:
+    """Which cells (stripped strings) of a column of numbers are missing (:data:`MISSING_CELLS`)."""
+    return np.isin(np.char.lower(stripped), MISSING_CELLS)
+
+
 def _first_not_a_number(cells: np.ndarray, odd: list[int] | None = None, all_numbers: bool = False) -> int | None:
-    """The position of the first cell of a text column that is neither missing (empty, NaN)
-    nor a plain number (``1_000`` and non-ASCII digits, which Python reads, are not), or None.
+    """The position of the first cell of a text column that is neither missing
+    (:data:`MISSING_CELLS`) nor a plain number (``1_000`` and non-ASCII digits, which Python reads, are not), or None.
     ``odd``: the only rows that can hold an underscore or a non-ASCII character (default:
     any); ``all_numbers``: every cell is known to read as a number."""
     if not all_numbers:
         stripped = np.char.strip(cells)
+        missing = _missing(stripped)
         try:
-            np.where(stripped == "", "nan", stripped).astype(np.float64)
+            np.where(missing, "nan", stripped).astype(np.float64)
         except ValueError:
-            return next(i for i, cell in enumerate(stripped) if cell and not reads_as_number(cell))
+            return next(i for i, cell in enumerate(stripped) if not missing[i] and not reads_as_number(cell))
     rows = range(len(cells)) if odd is None else odd
     return next((i for i in rows if "_" in cells[i] or not str(cells[i]).isascii()), None)
 
@@ -490,19 +502,19 @@ def reads_as_number(cell: str) -> bool:
     return True
 
 
-def refuse_numbers_as_labels(labels: np.ndarray, name: str, source: str, how: str) -> None:
+def refuse_numbers_as_labels(labels: np.ndarray, name: str, source: str, advice: str) -> None:
     """A text column most of whose cells are numbers is a column of numbers with a bad cell
     (a typo, a unit, a placeholder), not labels: an :class:`~flowfit.errors.InputError` naming
-    the first cell that is not a number, unless the caller asked for labels (``how`` says how).
-    ``None`` (missing) is left out."""
-    present = [(row, str(label).strip()) for row, label in enumerate(labels.tolist()) if label is not None]
+    the first cell that is neither a number nor a missing mark, ending with ``advice`` (what
+    else the user can do). Missing cells (``None``, :data:`MISSING_CELLS`) are left out."""
+    cells = (str(label).strip() for label in labels.tolist())
+    present = [(row, cell) for row, cell in enumerate(cells) if cell.lower() not in MISSING_CELLS]
     numbers = [reads_as_number(cell) and "_" not in cell and cell.isascii() for _, cell in present]  # plain ones
     odd = next((item for item, number in zip(present, numbers, strict=True) if not number), None)
     if odd is not None and 2 * sum(numbers) > len(present):
         row, cell = odd
         raise InputError(
-            f"{source}: column {name!r} holds numbers but row {row + 1} holds {cell!r}; fix that cell, or {how} "
-            "to model the column as labels"
+            f"{source}: column {name!r} holds numbers but row {row + 1} holds {cell!r}; fix that cell, or {advice}"
         )
 
 
