@@ -11,6 +11,8 @@ and NSF 4 x 8 bins x MLP 2x128 on two moons (issue 13's race), the autoregressiv
 defaults (flow-matching loss, batches of 1,024 of flowfit's logo).
 
     .venv/bin/python benchmarks/compile.py --out benchmarks/results/compile.md
+    .venv/bin/python benchmarks/compile.py --models "flow matching" --precisions float32 bfloat16 \
+        --out benchmarks/results/compile_fm.md
     .venv/bin/python benchmarks/compile.py --compare precision --out benchmarks/results/mixed_precision.md
 """
 
@@ -125,6 +127,13 @@ def main() -> None:
     parser.add_argument(
         "--compare", choices=("compile", "precision"), default="compile", help="what the two columns differ in"
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("float32", "bfloat16"),
+        default=["float32"],
+        help="eager against compiled with the products in each of these (bfloat16: as --mixed-precision on)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -136,11 +145,15 @@ def main() -> None:
         "| first compiled step s |",
         "|---|---:|---:|---:|" + ("" if precision else "---:|"),
     ]
-    for name, (build, data, objective, batch) in models().items():
+    cases = [(name, model, False) for name, model in models().items()]
+    if not precision:
+        cases = [(name, model, p == "bfloat16") for name, model in models().items() for p in args.precisions]
+    for name, (build, data, objective, batch), mixed in cases:
         if args.models and not any(word in name for word in args.models):
             continue
-        base = Stepper(build, data, objective, batch, False)
-        other = Stepper(build, data, objective, batch, not precision, mixed=precision)
+        name += ", bfloat16 products" if mixed else ""
+        base = Stepper(build, data, objective, batch, False, mixed=mixed)
+        other = Stepper(build, data, objective, batch, not precision, mixed=precision or mixed)
         base.steps(10)
         compile_seconds = other.steps(1)
         other.steps(10)
@@ -156,6 +169,11 @@ def main() -> None:
         f"\nMedians of {args.rounds} rounds of {args.steps} steps, eager and compiled in turn; "
         f"torch {torch.__version__}, {args.threads} threads. The first compiled step includes compiling "
         "(Inductor's cache, warm after the first run on a machine, shortens it)."
+        + (
+            " bfloat16 products: both paths' loss under torch.autocast, as the trainer's mixed precision computes it."
+            if "bfloat16" in args.precisions
+            else ""
+        )
     )
     if precision:
         hardware = "has" if native_bfloat16(torch.device("cpu")) else "does not have"

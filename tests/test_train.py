@@ -550,7 +550,7 @@ def test_a_step_that_cannot_be_compiled_trains_eagerly_after_one_notice(monkeypa
         assert torch.equal(a, b)
 
 
-def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> None:
+def test_auto_compiles_long_runs_of_spline_flows_and_flow_matching_only() -> None:
     from flowfit.options import TrainOptions
     from flowfit.train import trainer
     from flowfit.train.trainer import COMPILE_ROWS
@@ -563,7 +563,10 @@ def test_auto_compiles_long_maximum_likelihood_runs_of_spline_flows_only() -> No
     assert not compiles(_spline_flow(), COMPILE_ROWS, compile="off")
     assert not compiles(small_flow(), COMPILE_ROWS)  # RealNVP: matrix products dominate its step
     assert compiles(small_flow(), 500, compile="on")
-    assert not compiles(flowfit.CNF(2), COMPILE_ROWS, objective="fm")
+    assert compiles(flowfit.CNF(2), COMPILE_ROWS, objective="fm")  # the field's step, no ODE solve
+    assert not compiles(flowfit.CNF(2), COMPILE_ROWS - 500, objective="fm")
+    assert not compiles(flowfit.CNF(2), COMPILE_ROWS)  # maximum likelihood: an ODE solve per step
+    assert not compiles(_spline_flow(), COMPILE_ROWS, objective="fm")  # NSF has no flow-matching loss
 
 
 def test_mixed_precision_is_chosen_for_the_families_and_objectives_it_speeds_up(monkeypatch) -> None:

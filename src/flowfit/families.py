@@ -220,7 +220,7 @@ class NSF(Flow):
     training_defaults: ClassVar[dict[str, Any]] = {"steps": 10000, "batch_size": 512, "lr": 2e-3}
     # the spline's bin search and arithmetic are dozens of small element-wise operations that
     # Inductor fuses: a step 2.8x faster (benchmarks/compile.py)
-    compile_pays = True
+    compile_pays = ("mle",)
 
     def __init__(
         self,
@@ -378,6 +378,9 @@ class CNF(Flow):
     # a flow-matching step is the field's products and little else (no ODE solve): 0.61x in
     # bfloat16; under maximum likelihood the trace and the solver's error control want float32
     mixed_precision_pays = ("fm",)
+    # and the softplus, sinusoids and concatenations around them fuse: 0.88x in bfloat16, 0.92x
+    # in float32 (benchmarks/compile.py); an ODE solve is not compiled
+    compile_pays = ("fm",)
 
     def __init__(
         self,

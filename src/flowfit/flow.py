@@ -60,9 +60,10 @@ class Flow(Configurable, nn.Module):
     #: Rows pushed through the network at a time when no gradient is needed: activations of
     #: a few thousand rows stay in cache, 100,000 rows' would not.
     inference_chunk: ClassVar[int] = 4096
-    #: Whether ``torch.compile`` of the training step pays for its compile time (about 20 s on
-    #: 2 cores) in a long run: ``TrainOptions(compile="auto")`` compiles only such families.
-    compile_pays: ClassVar[bool] = False
+    #: The objectives under which ``torch.compile`` of the training step pays for its compile
+    #: time (about 20 s on 2 cores) in a long run: ``TrainOptions(compile="auto")`` compiles
+    #: only these.
+    compile_pays: ClassVar[tuple[str, ...]] = ()
     #: The objectives under which computing the networks' products in bfloat16 speeds a
     #: training step up: ``TrainOptions(mixed_precision="auto")`` uses it only for these.
     mixed_precision_pays: ClassVar[tuple[str, ...]] = ()

@@ -60,8 +60,8 @@ class TrainOptions:
     val_every: int | None = _option(None, "Validate every this many steps [default: 40 times in a run].")
     compile: str = _option(
         "auto",
-        "Compile the training step with torch.compile: auto (spline flows, runs of steps x batch size >= 2.5 "
-        "million rows), on or off.",
+        "Compile the training step with torch.compile: auto (spline flows, and continuous flows by flow "
+        "matching, in runs of steps x batch size >= 2.5 million rows), on or off.",
         ("auto", "on", "off"),
     )
     mixed_precision: str = _option(

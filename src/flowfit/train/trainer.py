@@ -291,15 +291,16 @@ COMPILE_ROWS = 2_500_000
 
 def compiles(flow: Flow, options: TrainOptions, world: int = 1) -> bool:
     """Whether a run compiles ``flow``'s training loss: ``compile="on"``, or ``"auto"`` for a
-    family whose step compiling speeds up (:attr:`Flow.compile_pays`) in a maximum-likelihood
-    run of at least ``COMPILE_ROWS`` rows (compiling takes about 20 s on 2 cores and halves
-    such a step, so shorter runs stay eager); never under several processes. It depends on
+    family and objective whose step compiling speeds up (:attr:`Flow.compile_pays`: spline
+    flows by maximum likelihood, continuous flows by flow matching) in a run of at least
+    ``COMPILE_ROWS`` rows (compiling takes about 20 s on 2 cores, which shorter runs would not
+    win back); never under several processes. It depends on
     the options only, never on a clock, so that a seed gives the same model on a busy machine
     and a quiet one (compiled float32 rounds differently). Measured on torch 2.13.0."""
     if world > 1 or options.compile == "off":
         return False
     long = options.steps * options.batch_size >= COMPILE_ROWS
-    return options.compile == "on" or (flow.compile_pays and options.objective == "mle" and long)
+    return options.compile == "on" or (options.objective in flow.compile_pays and long)
 
 
 class CompiledLoss:
