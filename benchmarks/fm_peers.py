@@ -25,7 +25,10 @@ tolerances, exact trace), so the columns compare training, not solvers:
   minus the picture's entropy, and the TV between 100,000 model samples and the pixel
   probabilities (``flowfit.datasets.PictureDensity``), beside the TV of 100,000 exact samples;
 - training steps per second: the median step of the run (flowfit's steps that validate are
-  the median's outliers), and the run's wall seconds;
+  the median's outliers), and the run's wall seconds. Libraries train one after another, so
+  these carry the machine's drift over half an hour (10-20% here); the ratio of steps is
+  measured apart, **side by side**: rounds of 100 steps of each way to train the field in
+  turn, in one process (:func:`side_by_side`; ``--speed-only`` prints just that table);
 - NFE and samples per second of drawing 100,000 points by the CNF's sampling solver (the
   defaults' rk4 steps; ``Flow.sample`` solves chunks of 4,096 points, so the NFE is the sum over
   25 solves); on pictures also at equal TV: the solve is repeated with
@@ -39,6 +42,7 @@ inside.
 
     .venv/bin/python benchmarks/fm_peers.py --seeds 0 1 2 --out benchmarks/results/fm_peers.md
     .venv/bin/python benchmarks/fm_peers.py --data moons --steps 200   # a smoke run
+    .venv/bin/python benchmarks/fm_peers.py --speed-only --out benchmarks/results/fm_steps.md
 """
 
 from __future__ import annotations
@@ -346,19 +350,96 @@ def matmul_floor(architecture: dict[str, Any], batch: int, repeats: int = 200) -
     return statistics.median(seconds)
 
 
-def step_seconds(library: str, architecture: dict[str, Any], batch: int, mixed: bool, repeats: int = 300) -> float:
-    """Median seconds of one of a peer's training steps (:func:`train_peer`) on a fresh field of
-    ``architecture`` and two-moons batches, in float32 or (``mixed``) under ``torch.autocast``
-    to bfloat16: what the peer's user would get by turning autocast on."""
-    from flowfit import datasets
-    from flowfit.continuous import VectorField
+def side_by_side(architecture: dict[str, Any], training: dict[str, Any], rounds: int, steps: int = 100) -> list[str]:
+    """A table of ms per training step of one field (the defaults' architecture, batches of the
+    logo), timed in turns: each round runs ``steps`` steps of every way to train it, so that all
+    see the same machine; medians over ``rounds``. flowfit's step as its trainer takes it
+    (``Trainer._train_step``: the defaults' compiled loss with bfloat16 products on this CPU,
+    gradient clipping, fused Adam, the batch drawn), flowfit's loss in float32, eager, with
+    plain ``torch.optim.Adam`` (the peers' conditions), and each peer in float32 (as its
+    examples train) and under ``torch.autocast`` to bfloat16 (as its user could)."""
+    import torch
 
-    field = VectorField(
-        2, architecture["hidden"], fourier=architecture["fourier"], fourier_scale=architecture["fourier_scale"]
+    import flowfit
+    from flowfit import datasets
+    from flowfit.options import TrainOptions
+    from flowfit.train.trainer import Trainer, TrainingLoss, compiles, mixes_precision
+
+    density = datasets.PictureDensity(datasets.LOGO)
+    batch = training["batch_size"]
+    options = TrainOptions(objective="fm", **training)
+    torch.manual_seed(0)
+    template = flowfit.CNF(2, **architecture)
+    trainer = Trainer(copy.deepcopy(template), density.sample, options)
+    standardize = continuous_layer(trainer.flow).standardize
+    loc, scale = standardize.loc.clone(), standardize.scale.clone()  # the peers' data, as in train_peer
+    plain_flow = copy.deepcopy(trainer.flow)  # standardized as the trainer's
+    plain_loss = TrainingLoss(plain_flow, "fm")
+    plain_adam = torch.optim.Adam(plain_flow.parameters(), lr=training["lr"])
+
+    def plain_step() -> None:
+        loss = plain_loss(density.sample(batch), None)
+        plain_adam.zero_grad()
+        loss.backward()
+        plain_adam.step()
+
+    def peer_step(library: str, mixed: bool) -> Callable[[], None]:
+        field = copy.deepcopy(continuous_layer(template).field)
+        loss_of, adam = peer_loss(library, field), torch.optim.Adam(field.parameters(), lr=training["lr"])
+
+        def step() -> None:
+            with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
+                loss = loss_of((density.sample(batch) - loc) / scale)
+            adam.zero_grad()
+            loss.backward()
+            adam.step()
+
+        return step
+
+    how = ", ".join(
+        word
+        for word, used in (
+            ("compiled", compiles(trainer.flow, trainer.options)),
+            ("bfloat16 products", mixes_precision(trainer.flow, trainer.options)),
+        )
+        if used
     )
-    training = {"steps": repeats + 20, "batch_size": batch, "lr": 1e-4}
-    _, seconds, _ = train_peer(library, field, datasets.moons, 0.0, 1.0, training, "constant", 0, mixed)
-    return statistics.median(seconds[20:])
+
+    def flowfit_step() -> None:  # the body of Trainer.run's loop, less callbacks and validation
+        trainer.step += 1
+        trainer._train_step()
+
+    ways: dict[str, Callable[[], None]] = {
+        f"flowfit, as its trainer runs it ({how or 'eager, float32'}; clipping, fused Adam)": flowfit_step,
+        "flowfit, float32, eager, plain Adam": plain_step,
+    }
+    for library in ("flow_matching", "torchcfm"):
+        ways[f"{LIBRARIES[library]}, float32 (its examples)"] = peer_step(library, False)
+        ways[f"{LIBRARIES[library]}, under torch.autocast to bfloat16"] = peer_step(library, True)
+    for step in ways.values():  # warm up (flowfit's trainer compiles here)
+        for _ in range(20):
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(rounds):
+        for name, step in ways.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            seconds[name].append((time.perf_counter() - start) / steps)
+    ms = {name: 1000 * statistics.median(values) for name, values in seconds.items()}
+    fastest_peer = min(value for name, value in ms.items() if not name.startswith("flowfit") and "float32" in name)
+    rows = [
+        "| one training step of the field, batch of 1,024 | ms (median) | fastest peer in float32 / this |",
+        "|---|---:|---:|",
+        *(f"| {name} | {value:.2f} | {fastest_peer / value:.2f}x |" for name, value in ms.items()),
+    ]
+    return [
+        *rows,
+        "",
+        f"Rounds of {steps} steps of each row in turn, medians of {rounds}, one process; the field of the defaults "
+        f"({architecture}), batches of the logo drawn in every step. The last column is how many times faster "
+        "than the fastest peer as its examples train (float32) each row is.",
+    ]
 
 
 # -- the tables -------------------------------------------------------------------------------
@@ -458,6 +539,8 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=100_000, help="points of each sampling solve")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the side-by-side step table")
+    parser.add_argument("--speed-only", action="store_true", help="only the side-by-side step table (a minute)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ensure_environment(__file__, no_deps=PEERS, deps=DEPS)
@@ -476,7 +559,7 @@ def main() -> None:
         training["steps"] = args.steps
     lines = []
     with tempfile.TemporaryDirectory() as directory:
-        for name in args.data:
+        for name in [] if args.speed_only else args.data:
             results, density = run(name, args, Path(directory))
             floor = None
             if name == "moons":
@@ -487,36 +570,27 @@ def main() -> None:
         f"{package} {importlib.metadata.version(package)}" for package in ("flow-matching", "torchcfm", "torch")
     )
     floor = matmul_floor(architecture, training["batch_size"])
-    peers = [lib for lib in args.libraries if lib in ("flow_matching", "torchcfm")]
-    if peers:
-        steps = {
-            (lib, mixed): step_seconds(lib, architecture, training["batch_size"], mixed)
-            for mixed in (False, True)
-            for lib in peers
-        }
-        lines += [
-            "The peers with the field's products under torch.autocast to bfloat16, as flowfit's mixed precision "
-            "computes them (flowfit's `--mixed-precision auto` does it by default on this CPU; the peers' users "
-            "would turn it on themselves), ms per step on moons batches: "
-            + "; ".join(
-                f"{LIBRARIES[lib]} {1000 * steps[lib, False]:.2f} in float32, {1000 * steps[lib, True]:.2f} mixed"
-                for lib in peers
-            )
-            + ".",
-            "",
-        ]
     lines += [
-        f"The limit: the field's matrix products alone (each layer's forward product, weight gradient and, but "
-        f"for the first layer, input gradient, at the step's shapes, timed apart from everything else) take "
-        f"{1000 * floor:.2f} ms a step on this machine (a field of the defaults: {architecture}).",
+        "**Side by side** (the ratio of steps):",
         "",
-        f"One `flowfit.continuous.VectorField` ({architecture}), initialized once per seed and copied to every "
-        f"library; {training['steps']:,} steps of {training['batch_size']} at lr {training['lr']:g} "
-        f"(flowfit: `fit` with `{training}`; peers: torch.optim.Adam, {args.peer_schedule} rate). Seeds "
-        f"{', '.join(map(str, args.seeds))}; every field evaluated by the same `flowfit.CNF` (dopri5, exact "
-        f"trace); NFE and samples/s of one sampling solve of {args.samples:,} points. {versions}; "
-        f"{args.threads} threads.",
+        *side_by_side(architecture, training, args.rounds),
+        "",
+        f"The limit: the field's matrix products alone in float32 (each layer's forward product, weight gradient "
+        f"and, but for the first layer, input gradient, at the step's shapes, timed apart from everything else) "
+        f"take {1000 * floor:.2f} ms a step on this machine.",
+        "",
     ]
+    if args.speed_only:
+        lines.append(f"{versions}; {args.threads} threads.")
+    else:
+        lines.append(
+            f"One `flowfit.continuous.VectorField` ({architecture}), initialized once per seed and copied to every "
+            f"library; {training['steps']:,} steps of {training['batch_size']} at lr {training['lr']:g} "
+            f"(flowfit: `fit` with `{training}`; peers: torch.optim.Adam, {args.peer_schedule} rate). Seeds "
+            f"{', '.join(map(str, args.seeds))}; every field evaluated by the same `flowfit.CNF` (dopri5, exact "
+            f"trace); NFE and samples/s of one sampling solve of {args.samples:,} points. {versions}; "
+            f"{args.threads} threads."
+        )
     table_text = "\n".join(lines)
     print(table_text)
     if args.out:

@@ -703,6 +703,37 @@ def test_animate_draws_a_picture_model_as_densities_in_the_picture_aspect(tmp_pa
     assert_clean_failure(run("animate", "--model", out, "--out", tmp_path / "b.gif", "--style", "blur"), "--style")
 
 
+def test_a_picture_is_read_once_and_its_metrics_are_of_what_was_trained_on(tmp_path, monkeypatch) -> None:
+    """Regression: every training step read the file again, and the closing metrics (the
+    entropy floor, KL, TV) read it once more: a picture replaced during the run changed the
+    draws midway and the KL was measured against the new one."""
+    from flowfit import datasets
+
+    path, reads = tmp_path / "p.png", []
+    picture = Image.new("L", (40, 20), 255)
+    picture.paste(0, (2, 2, 12, 18))  # a dark block on the left
+    picture.save(path)
+    original = datasets.PictureDensity(path)
+    read = datasets.image_darkness
+
+    def read_then_replace(where):
+        reads.append(where)
+        darkness = read(where)
+        other = Image.new("L", (40, 20), 255)
+        other.paste(0, (28, 2, 38, 18))  # the block moved to the right
+        other.save(path)
+        return darkness
+
+    monkeypatch.setattr(datasets, "image_darkness", read_then_replace)
+    out = tmp_path / "m"
+    args = ("--flow", "cnf", "--objective", "fm", "--steps", "5", "--hidden", "8", "--no-progress", "--no-plots")
+    result = run("train", "--data", f"image:{path}", "--out", out, *args)
+    assert result.exit_code == 0, result.output
+    assert len(reads) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["entropy_floor"] == pytest.approx(original.entropy(), abs=1e-6)  # finite: the left block
+
+
 # -- tables as a data person brings them: ids, text, categories, missing cells ----------------
 def mixed_table(path: Path, n: int = 600, holes: tuple[int, ...] = ()) -> Path:
     """``id,name,cut,carat,price,rooms``: an id, free text, a categorical text column (cut, with

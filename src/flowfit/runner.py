@@ -285,9 +285,8 @@ def _build(settings: RunSettings, data: Data) -> tuple[Flow, str]:
         "flow": family.name,
         "objective": settings.training.objective,
     }
-    picture = sources.picture_of(data.source)
-    if picture is not None:  # its layout, for pictures of the flow drawn without the file
-        model.metadata["picture"] = list(PictureDensity(picture).darkness.shape)
+    if data.picture is not None:  # its layout, for pictures of the flow drawn without the file
+        model.metadata["picture"] = list(data.picture.darkness.shape)
     if data.categories is not None:
         model.metadata["categorical"] = data.categories.to_json()
     return model, notice
@@ -388,9 +387,8 @@ def evaluate(flow: Flow, data: Data, result: FitResult) -> dict[str, Any]:
         floor = -moons_log_prob(data.test[0]).mean().item()
         metrics["entropy_floor"] = floor
         metrics["gap_to_floor"] = test_nll - floor
-    picture = sources.picture_of(data.source)
-    if picture is not None:
-        metrics |= picture_metrics(flow, PictureDensity(picture), data.test[0], test_nll)
+    if data.picture is not None:  # as read at the start, whatever the file holds now
+        metrics |= picture_metrics(flow, data.picture, data.test[0], test_nll)
     if flow.is_continuous:
         metrics |= solver_costs(flow, sources.first_rows(data.test, SOLVE_ROWS)[0])
     return metrics

@@ -2,8 +2,9 @@
 test sets, with every row checked before any training starts.
 
 ``--data`` is a toy name (fresh draws every step; fixed validation, test and reference
-draws), ``image:PATH`` or ``logo`` (points drawn from a picture), a table that ships inside
-a package (``saratoga``, ``digits``) or a file (see :mod:`flowfit.tables`). A table is
+draws), ``image:PATH`` or ``logo`` (points drawn from a picture, read once at the start), a
+table that ships inside a package (``saratoga``, ``digits``) or a file (see
+:mod:`flowfit.tables`). A table is
 shuffled with the seed and split 80/10/10; a ``.npy`` file stays on disk.
 
 Every row of a table (training, validation and test) is checked against the model's dtype
@@ -25,7 +26,7 @@ from torch import Tensor
 from flowfit.categories import INTEGER as INTEGER_LABELS
 from flowfit.categories import TEXT as TEXT_LABELS
 from flowfit.categories import Categories, integer_labels, sorted_levels
-from flowfit.datasets import LOGO, TABLES, TOYS, image
+from flowfit.datasets import LOGO, TABLES, TOYS, PictureDensity
 from flowfit.errors import InputError
 from flowfit.preprocess import ColumnPlan, check_plans, make_plan
 from flowfit.shuffle import Permutation, split
@@ -85,6 +86,8 @@ class Data:
     #: the categorical columns and ``p(c)`` (learnt from the training rows); their one-hot
     #: code is the context of the flow, which models ``p(x | c)``
     categories: Categories | None = None
+    #: the picture the data are drawn from (``logo``, ``image:PATH``), as read at the start
+    picture: PictureDensity | None = None
 
     @property
     def dim(self) -> int:
@@ -95,11 +98,15 @@ def generated(spec: str) -> Callable[..., Tensor] | None:
     """The generator ``(n, seed=None) -> Tensor`` that ``spec`` names, or None for a table."""
     if spec in TOYS:
         return TOYS[spec]
-    picture = picture_of(spec)
-    if picture is not None:
-        image(picture, 1)  # fail now, with a clear message, if the picture is unusable
-        return lambda n, seed=None: image(picture, n, seed)
-    return None
+    picture = read_picture(spec)
+    return None if picture is None else picture.sample
+
+
+def read_picture(spec: str) -> PictureDensity | None:
+    """The picture that ``logo`` or ``image:PATH`` names, read now (None for other data); an
+    unreadable or blank file is an :class:`~flowfit.errors.InputError`."""
+    path = picture_of(spec)
+    return None if path is None else PictureDensity(path)
 
 
 def resolve(
@@ -129,7 +136,9 @@ def resolve(
     validation and 10% for testing."""
     if missing not in MISSING_POLICIES:
         raise InputError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
-    draw = generated(spec)
+    # a picture is read once: a file changed during the run changes neither the draws nor the metrics
+    picture = read_picture(spec)
+    draw = picture.sample if picture is not None else TOYS.get(spec)
     if draw is not None:
         if columns or given or categorical:
             raise InputError(f"--columns, --given and --categorical pick table columns; {spec!r} is generated data")
@@ -137,7 +146,7 @@ def resolve(
             raise InputError(f"--preprocess applies to tables; {spec!r} is generated data, which it would not change")
         if val_fraction != 0.1:
             raise InputError(f"--val-fraction splits tables; {spec!r} is validated on 10,000 fresh draws")
-        return _sampled(spec, draw)
+        return _sampled(spec, draw, picture)
     if missing == "marginal":
         raise InputError(
             "--missing marginal scores rows with missing cells (flowfit density); training needs complete rows: "
@@ -294,7 +303,7 @@ def _complete(table: Tensor | Rows) -> Tensor:
     return ~torch.isnan(table).any(dim=1)
 
 
-def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
+def _sampled(spec: str, draw: Callable[..., Tensor], picture: PictureDensity | None) -> Data:
     """A generator: fresh draws each step, fixed validation, test and reference draws."""
     return Data(
         source=spec,
@@ -305,6 +314,7 @@ def _sampled(spec: str, draw: Callable[..., Tensor]) -> Data:
         test=(draw(TEST_SIZE, seed=TEST_SEED), None),
         reference=(draw(10_000, seed=VAL_SEED + 1), None),
         generated=True,
+        picture=picture,
     )
 
 
