@@ -141,6 +141,23 @@ def test_shipped_logo_and_bad_images(tmp_path) -> None:
         datasets.image(text, 10)
 
 
+def test_pictures_too_large_are_refused_before_decoding(tmp_path, monkeypatch) -> None:
+    """Regression: Pillow's decompression-bomb error (a 20,000 x 20,000 PNG of 0.4 MB) escaped
+    as a traceback; a picture under Pillow's limit but of hundreds of millions of pixels would
+    have been decoded into gigabytes of float64."""
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.new("L", (5000, 4000), 255).save(path)
+    with pytest.raises(InputError, match=r"big.png: 5000 x 4000 pixels is more than the 16,777,216 .*resize it"):
+        datasets.image_darkness(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses twice its limit when opening
+    small = tmp_path / "small.png"
+    Image.new("L", (100, 100), 0).save(small)
+    with pytest.raises(InputError, match=r"small.png: too large to read \(Image size \(10000 pixels\)"):
+        datasets.PictureDensity(small)
+
+
 def test_render_text_makes_a_dark_word(tmp_path) -> None:
     path = datasets.render_text("ab", tmp_path / "ab.png", size=20)
     darkness = datasets.image_darkness(path)

@@ -10,6 +10,7 @@ every call.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,13 +224,30 @@ def picture_cell(height: int, width: int) -> float:
     return 4 / max(height, width)
 
 
+#: The most pixels a picture may have (4096 x 4096): its density is held in float64, several
+#: copies of 8 bytes a pixel, and a picture to learn is a few hundred pixels on a side.
+MAX_PICTURE_PIXELS = 4096 * 4096
+
+
 def image_darkness(path: str | Path) -> Tensor:
-    """The darkness ``1 - grey / 255`` of every pixel of a picture, shape ``(height, width)``."""
+    """The darkness ``1 - grey / 255`` of every pixel of a picture, shape ``(height, width)``;
+    an unreadable, blank or too large (:data:`MAX_PICTURE_PIXELS`) picture is an
+    :class:`~flowfit.errors.InputError`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as picture:
+        with warnings.catch_warnings():  # Pillow warns from 89 million pixels; flowfit refuses fewer itself
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            picture = Image.open(path)  # reads the header only: the size is known before decoding
+        with picture:
+            if picture.width * picture.height > MAX_PICTURE_PIXELS:
+                raise InputError(
+                    f"{path}: {picture.width} x {picture.height} pixels is more than the {MAX_PICTURE_PIXELS:,} a "
+                    "picture may have; resize it"
+                )
             grey = np.asarray(picture.convert("L"), dtype=np.float64)
+    except Image.DecompressionBombError as error:  # Pillow's own limit, checked when opening
+        raise InputError(f"{path}: too large to read ({error}); resize it") from None
     except (OSError, UnidentifiedImageError) as error:
         raise InputError(f"{path}: not a readable image ({error})") from None
     darkness = torch.from_numpy(1 - grey / 255)
