@@ -141,6 +141,31 @@ def test_shipped_logo_and_bad_images(tmp_path) -> None:
         datasets.image(text, 10)
 
 
+def test_a_transparent_picture_is_seen_over_white(tmp_path) -> None:
+    """Regression: a PNG with a transparent background stores its blank pixels as transparent
+    black, (0, 0, 0, 0), and was read as black everywhere: a uniform rectangle, exit 0."""
+    from PIL import Image, ImageDraw
+
+    rgba = Image.new("RGBA", (30, 20), (0, 0, 0, 0))
+    pen = ImageDraw.Draw(rgba)
+    pen.rectangle((2, 2, 6, 17), fill=(0, 0, 0, 255))  # an opaque black bar
+    pen.point((20, 10), fill=(0, 0, 0, 128))  # a half-transparent black pixel
+    rgba.save(tmp_path / "rgba.png")
+    expected = torch.zeros(20, 30, dtype=torch.float64)
+    expected[2:18, 2:7], expected[10, 20] = 1.0, 128 / 255
+    assert torch.allclose(datasets.image_darkness(tmp_path / "rgba.png"), expected)
+    grey = Image.new("L", (30, 20), 255)  # the same bar drawn opaque: the same darkness
+    ImageDraw.Draw(grey).rectangle((2, 2, 6, 17), fill=0)
+    grey.save(tmp_path / "grey.png")
+    assert torch.equal(datasets.image_darkness(tmp_path / "grey.png"), torch.where(expected == 1, 1.0, 0.0).double())
+    palette = Image.new("P", (30, 20), 0)  # colour 0 (black) is transparent: only white is drawn
+    palette.putpalette([0, 0, 0, 255, 255, 255])
+    ImageDraw.Draw(palette).rectangle((2, 2, 6, 17), fill=1)
+    palette.save(tmp_path / "p.png", transparency=0)
+    with pytest.raises(InputError, match="blank"):
+        datasets.image_darkness(tmp_path / "p.png")
+
+
 def test_pictures_too_large_are_refused_before_decoding(tmp_path, monkeypatch) -> None:
     """Regression: Pillow's decompression-bomb error (a 20,000 x 20,000 PNG of 0.4 MB) escaped
     as a traceback; a picture under Pillow's limit but of hundreds of millions of pixels would

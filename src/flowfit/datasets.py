@@ -230,8 +230,9 @@ MAX_PICTURE_PIXELS = 4096 * 4096
 
 
 def image_darkness(path: str | Path) -> Tensor:
-    """The darkness ``1 - grey / 255`` of every pixel of a picture, shape ``(height, width)``;
-    an unreadable, blank or too large (:data:`MAX_PICTURE_PIXELS`) picture is an
+    """The darkness ``1 - grey / 255`` of every pixel of a picture seen over white (a pixel of
+    opacity ``alpha`` is ``alpha / 255`` times as dark), shape ``(height, width)``; an
+    unreadable, blank or too large (:data:`MAX_PICTURE_PIXELS`) picture is an
     :class:`~flowfit.errors.InputError`."""
     from PIL import Image, UnidentifiedImageError
 
@@ -245,12 +246,16 @@ def image_darkness(path: str | Path) -> Tensor:
                     f"{path}: {picture.width} x {picture.height} pixels is more than the {MAX_PICTURE_PIXELS:,} a "
                     "picture may have; resize it"
                 )
-            grey = np.asarray(picture.convert("L"), dtype=np.float64)
+            if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
+                # seen over white: a transparent pixel is blank whatever colour it stores (often black)
+                grey, alpha = np.moveaxis(np.asarray(picture.convert("RGBA").convert("LA"), dtype=np.float64), 2, 0)
+                darkness = torch.from_numpy(alpha / 255 * (1 - grey / 255))
+            else:
+                darkness = torch.from_numpy(1 - np.asarray(picture.convert("L"), dtype=np.float64) / 255)
     except Image.DecompressionBombError as error:  # Pillow's own limit, checked when opening
         raise InputError(f"{path}: too large to read ({error}); resize it") from None
     except (OSError, UnidentifiedImageError) as error:
         raise InputError(f"{path}: not a readable image ({error})") from None
-    darkness = torch.from_numpy(1 - grey / 255)
     if darkness.sum() <= 0:
         raise InputError(f"{path}: the image is blank (no dark pixels to sample)")
     return darkness
