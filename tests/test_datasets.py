@@ -166,6 +166,21 @@ def test_a_transparent_picture_is_seen_over_white(tmp_path) -> None:
         datasets.image_darkness(tmp_path / "p.png")
 
 
+def test_a_16_bit_picture_is_scaled_and_a_float_one_refused(tmp_path) -> None:
+    """Regression: Pillow's conversion to 8-bit grey clips a 16-bit picture's values at 255, so
+    every grey above 255 of 65,535 read as white; a float picture read as black."""
+    from PIL import Image
+
+    values = np.full((20, 30), 65535, dtype=np.uint16)
+    values[2:18, 2:7], values[10, 20] = 0, 32768
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    darkness = datasets.image_darkness(tmp_path / "deep.png")
+    assert darkness[3, 3] == 1 and darkness[0, 0] == 0 and darkness[10, 20] == pytest.approx(1 - 32768 / 65535)
+    Image.fromarray(np.ones((20, 30), dtype=np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(InputError, match=r"float\.tiff: its pixels are floating-point numbers, which have no fixed"):
+        datasets.image_darkness(tmp_path / "float.tiff")
+
+
 def test_pictures_too_large_are_refused_before_decoding(tmp_path, monkeypatch) -> None:
     """Regression: Pillow's decompression-bomb error (a 20,000 x 20,000 PNG of 0.4 MB) escaped
     as a traceback; a picture under Pillow's limit but of hundreds of millions of pixels would

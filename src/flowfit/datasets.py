@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -230,10 +231,11 @@ MAX_PICTURE_PIXELS = 4096 * 4096
 
 
 def image_darkness(path: str | Path) -> Tensor:
-    """The darkness ``1 - grey / 255`` of every pixel of a picture seen over white (a pixel of
-    opacity ``alpha`` is ``alpha / 255`` times as dark), shape ``(height, width)``; an
-    unreadable, blank or too large (:data:`MAX_PICTURE_PIXELS`) picture is an
-    :class:`~flowfit.errors.InputError`."""
+    """The darkness ``1 - grey / white`` of every pixel of a picture (white: 255, or 65,535 for
+    16-bit grey) seen over white (a pixel of opacity ``alpha`` is ``alpha / 255`` times as
+    dark), shape ``(height, width)``; an unreadable, blank or too large
+    (:data:`MAX_PICTURE_PIXELS`) picture, or one whose white is not fixed (32-bit or
+    floating-point pixels), is an :class:`~flowfit.errors.InputError`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -246,19 +248,34 @@ def image_darkness(path: str | Path) -> Tensor:
                     f"{path}: {picture.width} x {picture.height} pixels is more than the {MAX_PICTURE_PIXELS:,} a "
                     "picture may have; resize it"
                 )
-            if picture.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in picture.info:
-                # seen over white: a transparent pixel is blank whatever colour it stores (often black)
-                grey, alpha = np.moveaxis(np.asarray(picture.convert("RGBA").convert("LA"), dtype=np.float64), 2, 0)
-                darkness = torch.from_numpy(alpha / 255 * (1 - grey / 255))
-            else:
-                darkness = torch.from_numpy(1 - np.asarray(picture.convert("L"), dtype=np.float64) / 255)
+            darkness = torch.from_numpy(_darkness(picture, path))
     except Image.DecompressionBombError as error:  # Pillow's own limit, checked when opening
         raise InputError(f"{path}: too large to read ({error}); resize it") from None
-    except (OSError, UnidentifiedImageError) as error:
+    except InputError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError) as error:  # ValueError: a mode Pillow cannot convert
         raise InputError(f"{path}: not a readable image ({error})") from None
     if darkness.sum() <= 0:
         raise InputError(f"{path}: the image is blank (no dark pixels to sample)")
     return darkness
+
+
+def _darkness(picture: Any, path: str | Path) -> np.ndarray:
+    """``1 - grey / white`` of an open Pillow picture, over white where it has transparency
+    (converting a 16-bit or float picture to 8-bit grey would clip, not scale, its values)."""
+    mode, transparent = picture.mode, "transparency" in picture.info
+    if mode in ("I", "F"):
+        what = "32-bit integers" if mode == "I" else "floating-point numbers"
+        raise InputError(f"{path}: its pixels are {what}, which have no fixed white; save it with 8 or 16 bits")
+    if mode.startswith("I;16"):
+        if transparent:
+            raise InputError(f"{path}: a 16-bit grey picture with a transparent colour is not read; save it as RGBA")
+        return 1 - np.asarray(picture, dtype=np.float64) / 65535
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or transparent:
+        # a transparent pixel is blank whatever colour it stores (often black)
+        grey, alpha = np.moveaxis(np.asarray(picture.convert("RGBA").convert("LA"), dtype=np.float64), 2, 0)
+        return alpha / 255 * (1 - grey / 255)
+    return 1 - np.asarray(picture.convert("L"), dtype=np.float64) / 255
 
 
 def render_text(text: str, path: str | Path, size: int = 48, weight: int = 5) -> Path:
