@@ -181,6 +181,20 @@ def test_a_16_bit_picture_is_scaled_and_a_float_one_refused(tmp_path) -> None:
         datasets.image_darkness(tmp_path / "float.tiff")
 
 
+def test_a_picture_is_read_upright_as_its_exif_orientation_says(tmp_path) -> None:
+    """Regression: a photo stored turned, with an EXIF orientation (as phones save them), was
+    learnt on its side."""
+    from PIL import Image
+
+    stored = Image.new("L", (30, 20), 255)
+    stored.paste(0, (0, 0, 5, 20))  # a bar along the stored left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: the bar along the top
+    stored.save(tmp_path / "turned.png", exif=exif)
+    darkness = datasets.image_darkness(tmp_path / "turned.png")
+    assert darkness.shape == (30, 20) and (darkness[:5] == 1).all() and (darkness[5:] == 0).all()
+
+
 def test_pictures_too_large_are_refused_before_decoding(tmp_path, monkeypatch) -> None:
     """Regression: Pillow's decompression-bomb error (a 20,000 x 20,000 PNG of 0.4 MB) escaped
     as a traceback; a picture under Pillow's limit but of hundreds of millions of pixels would

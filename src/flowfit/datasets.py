@@ -231,12 +231,12 @@ MAX_PICTURE_PIXELS = 4096 * 4096
 
 
 def image_darkness(path: str | Path) -> Tensor:
-    """The darkness ``1 - grey / white`` of every pixel of a picture (white: 255, or 65,535 for
-    16-bit grey) seen over white (a pixel of opacity ``alpha`` is ``alpha / 255`` times as
-    dark), shape ``(height, width)``; an unreadable, blank or too large
-    (:data:`MAX_PICTURE_PIXELS`) picture, or one whose white is not fixed (32-bit or
-    floating-point pixels), is an :class:`~flowfit.errors.InputError`."""
-    from PIL import Image, UnidentifiedImageError
+    """The darkness ``1 - grey / white`` of every pixel of a picture, upright as its EXIF
+    orientation says (white: 255, or 65,535 for 16-bit grey), seen over white (a pixel of
+    opacity ``alpha`` is ``alpha / 255`` times as dark), shape ``(height, width)``; an
+    unreadable, blank or too large (:data:`MAX_PICTURE_PIXELS`) picture, or one whose white is
+    not fixed (32-bit or floating-point pixels), is an :class:`~flowfit.errors.InputError`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():  # Pillow warns from 89 million pixels; flowfit refuses fewer itself
@@ -248,7 +248,8 @@ def image_darkness(path: str | Path) -> Tensor:
                     f"{path}: {picture.width} x {picture.height} pixels is more than the {MAX_PICTURE_PIXELS:,} a "
                     "picture may have; resize it"
                 )
-            darkness = torch.from_numpy(_darkness(picture, path))
+            upright = ImageOps.exif_transpose(picture)  # as a viewer shows it: a phone's photo is stored turned
+            darkness = torch.from_numpy(_darkness(upright, path))
     except Image.DecompressionBombError as error:  # Pillow's own limit, checked when opening
         raise InputError(f"{path}: too large to read ({error}); resize it") from None
     except InputError:
