@@ -837,6 +837,23 @@ def test_a_column_of_numbers_with_a_stray_cell_is_refused_not_skipped(tmp_path) 
     assert config["metadata"]["columns"] == ["id", "carat", "price", "rooms"]
 
 
+def test_a_parquet_column_of_numbers_stored_as_text_is_refused_not_skipped(tmp_path) -> None:
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "y": rng.normal(size=200)})
+    frame["price"] = [f"{v:.2f}" for v in rng.normal(size=200)]  # strings, as a careless export writes them
+    frame.to_parquet(tmp_path / "t.parquet")
+    out = tmp_path / "run"
+    assert_clean_failure(
+        run("train", "--data", tmp_path / "t.parquet", "--out", out, *TINY),
+        "column 'price' holds numbers stored as text; convert it to numbers, or leave the column out with --columns",
+    )
+    assert not out.exists()
+    result = run("train", "--data", tmp_path / "t.parquet", "--columns", "x,y", "--out", out, *TINY)
+    assert result.exit_code == 0, result.output
+
+
 def test_a_categorical_level_that_reads_like_a_missing_mark_is_named(tmp_path) -> None:
     data = mixed_table(tmp_path / "houses.csv")
     text = data.read_text(encoding="utf-8").replace(",Fair,", ",NA,")

@@ -176,3 +176,14 @@ def test_an_object_column_of_numbers_with_a_stray_text_cell_is_refused() -> None
         FlowDensity(steps=2).fit(frame)
     frame["a"] = frame["a"].astype("category")  # labels on purpose: accepted
     FlowDensity(steps=2, random_state=0).fit(frame)
+
+
+def test_an_object_column_of_numbers_only_is_refused_not_made_categories() -> None:
+    """Regression: a column of numbers stored as strings (``dtype=str`` when reading) became one
+    category per distinct number, silently."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": [f"{v:.3f}" for v in rng.normal(size=60)], "b": rng.normal(size=60)})
+    with pytest.raises(InputError, match="column 'a' holds numbers stored as text; convert it to numbers, or name"):
+        FlowDensity(steps=2).fit(frame)
+    FlowDensity(steps=2, random_state=0, categorical=["a"]).fit(frame)  # labels on purpose: accepted

@@ -358,6 +358,9 @@ def test_a_stray_cell_in_a_column_of_numbers_is_named_not_a_missing_mark() -> No
     with pytest.raises(InputError, match=r"column 'w' holds numbers but row 5 holds '12 kg'; fix that cell, or pass"):
         tables.refuse_numbers_as_labels(labels, "w", "t.csv", "pass")
     tables.refuse_numbers_as_labels(np.array(["a", "NA", "b", "1"], dtype=object), "w", "t.csv", "pass")  # labels
+    only_numbers = np.array(["1.5", "NA", "2", None], dtype=object)  # a Parquet column of strings, say
+    with pytest.raises(InputError, match=r"column 'w' holds numbers stored as text; convert it to numbers, or pass"):
+        tables.refuse_numbers_as_labels(only_numbers, "w", "t.parquet", "pass")
 
 
 def test_parquet_text_and_null_cells(tmp_path) -> None:

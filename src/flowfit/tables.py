@@ -506,11 +506,15 @@ def refuse_numbers_as_labels(labels: np.ndarray, name: str, source: str, advice:
     """A text column most of whose cells are numbers is a column of numbers with a bad cell
     (a typo, a unit, a placeholder), not labels: an :class:`~flowfit.errors.InputError` naming
     the first cell that is neither a number nor a missing mark, ending with ``advice`` (what
-    else the user can do). Missing cells (``None``, :data:`MISSING_CELLS`) are left out."""
+    else the user can do). A text column of numbers only (a Parquet or pandas column of
+    strings) is refused too: read as labels, each distinct number would be a category. Missing
+    cells (``None``, :data:`MISSING_CELLS`) are left out."""
     cells = (str(label).strip() for label in labels.tolist())
     present = [(row, cell) for row, cell in enumerate(cells) if cell.lower() not in MISSING_CELLS]
     numbers = [reads_as_number(cell) and "_" not in cell and cell.isascii() for _, cell in present]  # plain ones
     odd = next((item for item, number in zip(present, numbers, strict=True) if not number), None)
+    if present and odd is None:
+        raise InputError(f"{source}: column {name!r} holds numbers stored as text; convert it to numbers, or {advice}")
     if odd is not None and 2 * sum(numbers) > len(present):
         row, cell = odd
         raise InputError(
