@@ -351,6 +351,10 @@ def test_what_other_programs_write_for_a_missing_number_is_missing(tmp_path) -> 
     path.write_text("a\n1\nNAN\n2\n")
     with pytest.raises(InputError, match=r"line 3, column 'a' is missing \(NaN\)"):
         tables.open_table(path).read_all(["a"])
+    path.write_text("a,b\n1,2\n ? ,3\n")  # the UCI repository's mark
+    assert np.isnan(tables.open_table(path).read_all(["a", "b"], keep_missing=True).values[1, 0])
+    with pytest.raises(InputError, match=r"line 3, column 'a' is missing \('\?'\)"):
+        tables.open_table(path).read_all(["a"])
 
 
 def test_a_stray_cell_in_a_column_of_numbers_is_named_not_a_missing_mark() -> None:

@@ -9,8 +9,8 @@ which each column holds. Ragged or non-numeric lines, complex arrays, and duplic
 column names are errors that name the file, row and column.
 
 A *missing* cell is an empty one, one that reads NaN, or, in a column of numbers, one of the
-marks other programs write for one (``NA``, ``N/A``, ``#N/A``, ``NULL``, ``None``, ``<NA>``;
-any case: :data:`MISSING_CELLS`); inf is never missing, it is an error. In a column of labels
+marks other programs write for one (``NA``, ``N/A``, ``#N/A``, ``NULL``, ``None``, ``<NA>``,
+``?``; any case: :data:`MISSING_CELLS`); inf is never missing, it is an error. In a column of labels
 those marks are labels (``NA`` may be a country), and the run says so. By default a missing
 cell is an error that names its row and column; readers asked to keep them mark them (NaN in
 numbers, ``None`` in labels) and the caller applies the user's policy (``--missing``).
@@ -47,8 +47,9 @@ NUMBER, TEXT = "number", "text"
 #: cell summed out of the likelihood exactly.
 MISSING_POLICIES = ("error", "drop", "marginal")
 #: What a cell of a column of numbers reads when it is missing (lower case, stripped): empty,
-#: NaN, and the marks of R (``NA``), spreadsheets (``#N/A``), SQL (``NULL``) and pandas.
-MISSING_CELLS = ("", "nan", "-nan", "na", "n/a", "#n/a", "<na>", "null", "none")
+#: NaN, and the marks of R (``NA``), spreadsheets (``#N/A``), SQL (``NULL``), pandas and the UCI
+#: repository (``?``).
+MISSING_CELLS = ("", "nan", "-nan", "na", "n/a", "#n/a", "<na>", "null", "none", "?")
 #: The advice a missing-cell error ends with.
 MISSING_HINT = "pass --missing drop to leave such rows out"
 
