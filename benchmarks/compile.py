@@ -145,9 +145,8 @@ def main() -> None:
         "| first compiled step s |",
         "|---|---:|---:|---:|" + ("" if precision else "---:|"),
     ]
-    cases = [(name, model, False) for name, model in models().items()]
-    if not precision:
-        cases = [(name, model, p == "bfloat16") for name, model in models().items() for p in args.precisions]
+    precisions = ["float32"] if precision else args.precisions  # --compare precision: both columns' own
+    cases = [(name, model, p == "bfloat16") for name, model in models().items() for p in precisions]
     for name, (build, data, objective, batch), mixed in cases:
         if args.models and not any(word in name for word in args.models):
             continue

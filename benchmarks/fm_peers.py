@@ -136,29 +136,37 @@ def peer_loss(library: str, field) -> Callable[[Any], Any]:
     return loss
 
 
-def train_peer(
-    library: str,
-    template_field,
-    sample,
-    loc,
-    scale,
-    training: dict[str, Any],
-    schedule: str,
-    seed: int,
-    mixed: bool = False,
-):
-    """The peers' minimal loop: fresh standardized batches, Adam; returns the field, each
-    step's seconds and the wall seconds. With ``mixed`` the loss runs under ``torch.autocast``
-    to bfloat16, as flowfit's mixed precision computes it."""
+def peer_step(
+    library: str, field, sample, loc, scale, batch: int, optimizer, mixed: bool = False
+) -> Callable[[], None]:
+    """One step of the peers' minimal loop: a fresh standardized batch, the loss (with ``mixed``
+    under ``torch.autocast`` to bfloat16, as flowfit's mixed precision computes it), Adam."""
+    import torch
+
+    loss_of = peer_loss(library, field)
+
+    def step() -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
+            loss = loss_of((sample(batch) - loc) / scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def train_peer(library: str, template_field, sample, loc, scale, training: dict[str, Any], schedule: str, seed: int):
+    """The peers' minimal loop (:func:`peer_step`); returns the field, each step's seconds and
+    the wall seconds."""
     import numpy as np
     import torch
 
     torch.manual_seed(seed)
     np.random.seed(seed)  # torchcfm's OT plan sampler draws its pairs from numpy's global generator
     field = copy.deepcopy(template_field).train()
-    loss_of = peer_loss(library, field)
     steps, batch = training["steps"], training["batch_size"]
     optimizer = torch.optim.Adam(field.parameters(), lr=training["lr"])
+    step = peer_step(library, field, sample, loc, scale, batch, optimizer)
     scheduler = None
     if schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -166,11 +174,7 @@ def train_peer(
     start = time.perf_counter()
     for _ in range(steps):
         begin = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
-            loss = loss_of((sample(batch) - loc) / scale)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        step()
         if scheduler is not None:
             scheduler.step()
         seconds.append(time.perf_counter() - begin)
@@ -372,7 +376,7 @@ def side_by_side(architecture: dict[str, Any], training: dict[str, Any], rounds:
     template = flowfit.CNF(2, **architecture)
     trainer = Trainer(copy.deepcopy(template), density.sample, options)
     standardize = continuous_layer(trainer.flow).standardize
-    loc, scale = standardize.loc.clone(), standardize.scale.clone()  # the peers' data, as in train_peer
+    loc, scale = standardize.loc.clone(), standardize.scale.clone()  # the peers' data, as in run()
     plain_flow = copy.deepcopy(trainer.flow)  # standardized as the trainer's
     plain_loss = TrainingLoss(plain_flow, "fm")
     plain_adam = torch.optim.Adam(plain_flow.parameters(), lr=training["lr"])
@@ -383,18 +387,10 @@ def side_by_side(architecture: dict[str, Any], training: dict[str, Any], rounds:
         loss.backward()
         plain_adam.step()
 
-    def peer_step(library: str, mixed: bool) -> Callable[[], None]:
+    def a_peer(library: str, mixed: bool) -> Callable[[], None]:
         field = copy.deepcopy(continuous_layer(template).field)
-        loss_of, adam = peer_loss(library, field), torch.optim.Adam(field.parameters(), lr=training["lr"])
-
-        def step() -> None:
-            with torch.autocast("cpu", torch.bfloat16, enabled=mixed):
-                loss = loss_of((density.sample(batch) - loc) / scale)
-            adam.zero_grad()
-            loss.backward()
-            adam.step()
-
-        return step
+        adam = torch.optim.Adam(field.parameters(), lr=training["lr"])
+        return peer_step(library, field, density.sample, loc, scale, batch, adam, mixed)
 
     how = ", ".join(
         word
@@ -414,8 +410,8 @@ def side_by_side(architecture: dict[str, Any], training: dict[str, Any], rounds:
         "flowfit, float32, eager, plain Adam": plain_step,
     }
     for library in ("flow_matching", "torchcfm"):
-        ways[f"{LIBRARIES[library]}, float32 (its examples)"] = peer_step(library, False)
-        ways[f"{LIBRARIES[library]}, under torch.autocast to bfloat16"] = peer_step(library, True)
+        ways[f"{LIBRARIES[library]}, float32 (its examples)"] = a_peer(library, False)
+        ways[f"{LIBRARIES[library]}, under torch.autocast to bfloat16"] = a_peer(library, True)
     for step in ways.values():  # warm up (flowfit's trainer compiles here)
         for _ in range(20):
             step()

@@ -13,13 +13,16 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from flowfit.errors import InputError
+
+if TYPE_CHECKING:  # Pillow is imported when a picture is read
+    import PIL.Image
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
@@ -252,7 +255,7 @@ def image_darkness(path: str | Path) -> Tensor:
             darkness = torch.from_numpy(_darkness(upright, path))
     except Image.DecompressionBombError as error:  # Pillow's own limit, checked when opening
         raise InputError(f"{path}: too large to read ({error}); resize it") from None
-    except InputError:
+    except InputError:  # ours (an InputError is a ValueError too)
         raise
     except (OSError, UnidentifiedImageError, ValueError) as error:  # ValueError: a mode Pillow cannot convert
         raise InputError(f"{path}: not a readable image ({error})") from None
@@ -261,7 +264,7 @@ def image_darkness(path: str | Path) -> Tensor:
     return darkness
 
 
-def _darkness(picture: Any, path: str | Path) -> np.ndarray:
+def _darkness(picture: PIL.Image.Image, path: str | Path) -> np.ndarray:
     """``1 - grey / white`` of an open Pillow picture, over white where it has transparency
     (converting a 16-bit or float picture to 8-bit grey would clip, not scale, its values)."""
     mode, transparent = picture.mode, "transparency" in picture.info

@@ -256,7 +256,6 @@ def resolve(
                     f"the categorical column {name} has {len(level)} levels in {len(table)} rows: nearly an id, "
                     "which p(c) can say little about"
                 )
-        for name, level in zip(discrete, levels, strict=True):
             marks = [label for label in level if str(label).lower() in MISSING_CELLS]
             if marks:
                 notes.append(

@@ -460,8 +460,8 @@ def _missing(stripped: np.ndarray) -> np.ndarray:
 
 def _first_not_a_number(cells: np.ndarray, odd: list[int] | None = None, all_numbers: bool = False) -> int | None:
     """The position of the first cell of a text column that is neither missing
-    (:data:`MISSING_CELLS`) nor a plain number (``1_000`` and non-ASCII digits, which Python reads, are not), or None.
-    ``odd``: the only rows that can hold an underscore or a non-ASCII character (default:
+    (:data:`MISSING_CELLS`) nor a plain number (``1_000`` and non-ASCII digits, which Python
+    reads, are not), or None. ``odd``: the only rows that can hold an underscore or a non-ASCII character (default:
     any); ``all_numbers``: every cell is known to read as a number."""
     if not all_numbers:
         stripped = np.char.strip(cells)
