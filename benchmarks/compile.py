@@ -1,6 +1,8 @@
 """Milliseconds per training step, eager against ``torch.compile`` (what ``--compile`` switches),
 or float32 against bfloat16 products (``--compare precision``: what ``--mixed-precision``
-switches, both eager), side by side in one process: each round times a block of steps of every
+switches, both eager), or, both compiled, every product through BLAS (``torch.nn.Linear``)
+against the skinny ones written element-wise (``--compare skinny``: ``flowfit.nets.Linear``,
+which the networks use), side by side in one process: each round times a block of steps of every
 model both ways, and the table gives the median over rounds, with the time the first compiled
 step took (compiling the forward and the backward).
 
@@ -14,6 +16,8 @@ defaults (flow-matching loss, batches of 1,024 of flowfit's logo).
     .venv/bin/python benchmarks/compile.py --models "flow matching" --precisions float32 bfloat16 \
         --out benchmarks/results/compile_fm.md
     .venv/bin/python benchmarks/compile.py --compare precision --out benchmarks/results/mixed_precision.md
+    .venv/bin/python benchmarks/compile.py --compare skinny --models RealNVP --rounds 9 \
+        --out benchmarks/results/compile_skinny.md
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ def models() -> dict[str, tuple[Callable[[], flowfit.Flow], torch.Tensor, str, i
             "mle",
             BATCH,
         ),
+        "RealNVP 6 x (256, 256), 4 columns": (lambda: flowfit.RealNVP(4), table[:, :4], "mle", BATCH),
+        "RealNVP 6 x (256, 256), 8 columns": (lambda: flowfit.RealNVP(8), table[:, :8], "mle", BATCH),
         "RealNVP, batch 128": (lambda: flowfit.RealNVP(2), moons, "mle", 128),
         "NICE (its defaults), 2 columns": (lambda: flowfit.NICE(2), moons, "mle", BATCH),
         "Glow (its defaults), 2 columns": (lambda: flowfit.Glow(2), moons, "mle", BATCH),
@@ -75,7 +81,8 @@ def models() -> dict[str, tuple[Callable[[], flowfit.Flow], torch.Tensor, str, i
 
 class Stepper:
     """Plain Adam steps of one model, through its loss eagerly or compiled, with its products in
-    float32 or (``mixed``) in bfloat16 as the trainer's mixed precision computes them."""
+    float32 or (``mixed``) in bfloat16 as the trainer's mixed precision computes them, and (``blas``)
+    every product through BLAS, as ``torch.nn.Linear`` computes it."""
 
     def __init__(
         self,
@@ -85,9 +92,13 @@ class Stepper:
         batch: int,
         compiled: bool,
         mixed: bool = False,
+        blas: bool = False,
     ) -> None:
         torch.manual_seed(0)
         self.flow, self.data, self.batch, self.position = build(), data, batch, 0
+        for module in self.flow.modules():
+            if blas and isinstance(module, flowfit.nets.Linear):
+                module.__class__ = torch.nn.Linear
         self.flow.initialize(data)
         objective_module = TrainingLoss(self.flow, objective, mixed)
         loss = lambda x: objective_module(x, None)  # noqa: E731
@@ -125,7 +136,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", help="only the models whose names contain one of these words")
     parser.add_argument(
-        "--compare", choices=("compile", "precision"), default="compile", help="what the two columns differ in"
+        "--compare",
+        choices=("compile", "precision", "skinny"),
+        default="compile",
+        help="what the two columns differ in",
     )
     parser.add_argument(
         "--precisions",
@@ -137,13 +151,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    precision = args.compare == "precision"
+    precision, skinny = args.compare == "precision", args.compare == "skinny"
+    columns = {
+        "compile": "eager ms per step | compiled ms per step | compiled / eager | first compiled step s |",
+        "precision": "float32 ms per step | bfloat16 products ms per step | bfloat16 / float32 |",
+        "skinny": "all through BLAS ms per step | skinny element-wise ms per step | element-wise / BLAS |",
+    }[args.compare]
     rows = [
-        "| model (batch 256 unless said) | float32 ms per step | bfloat16 products ms per step | bfloat16 / float32 |"
-        if precision
-        else "| model (batch 256 unless said) | eager ms per step | compiled ms per step | compiled / eager "
-        "| first compiled step s |",
-        "|---|---:|---:|---:|" + ("" if precision else "---:|"),
+        f"| model (batch 256 unless said) | {columns}",
+        "|---|---:|---:|---:|" + ("---:|" if args.compare == "compile" else ""),
     ]
     precisions = ["float32"] if precision else args.precisions  # --compare precision: both columns' own
     cases = [(name, model, p == "bfloat16") for name, model in models().items() for p in precisions]
@@ -151,7 +167,7 @@ def main() -> None:
         if args.models and not any(word in name for word in args.models):
             continue
         name += ", bfloat16 products" if mixed else ""
-        base = Stepper(build, data, objective, batch, False, mixed=mixed)
+        base = Stepper(build, data, objective, batch, skinny, mixed=mixed, blas=skinny)
         other = Stepper(build, data, objective, batch, not precision, mixed=precision or mixed)
         base.steps(10)
         compile_seconds = other.steps(1)
@@ -162,7 +178,7 @@ def main() -> None:
             times[True].append(other.steps(args.steps))
         ms = {key: 1000 * statistics.median(values) for key, values in times.items()}
         rows.append(f"| {name} | {ms[False]:.2f} | {ms[True]:.2f} | {ms[True] / ms[False]:.2f}x |")
-        rows[-1] += "" if precision else f" {compile_seconds:.1f} |"
+        rows[-1] += f" {compile_seconds:.1f} |" if args.compare == "compile" else ""
         print(rows[-1], flush=True)
     note = (
         f"\nMedians of {args.rounds} rounds of {args.steps} steps, eager and compiled in turn; "
@@ -182,6 +198,14 @@ def main() -> None:
             f"hardware (a lone 256 x 256 x 256 product: {product_rate(torch.float32):.0f} GFLOP/s in float32, "
             f"{product_rate(torch.bfloat16):.0f} in bfloat16). bfloat16: the loss under torch.autocast, as the "
             "trainer's mixed precision computes it."
+        )
+    if skinny:
+        note = (
+            f"\nMedians of {args.rounds} rounds of {args.steps} steps, both compiled, in turn; torch "
+            f"{torch.__version__}, {args.threads} threads. Element-wise: the products of at most "
+            f"{flowfit.nets.SKINNY} inputs or outputs (a coupling's first and last layers on few columns) written "
+            "as broadcast multiplies and a sum, which Inductor fuses with the bias and activation next to them "
+            "(flowfit.nets.Linear); BLAS: every product a torch.nn.Linear."
         )
     table = "\n".join(rows) + "\n" + note
     print(table)

@@ -95,6 +95,28 @@ def check_parameters(count: int, what: str) -> None:
         raise ValueError(f"{what} would have {count:,} parameters, more than the {MAX_PARAMETERS:,} flowfit allows")
 
 
+#: Under ``torch.compile``, a product with at most this many inputs (a coupling's first layer on
+#: two columns) or outputs (its last) is written as broadcast multiplies and a sum, which
+#: Inductor fuses with the bias and the activation next to it: a BLAS call on so skinny a shape
+#: costs more than its arithmetic (RealNVP's compiled step on two columns 0.89x;
+#: ``benchmarks/compile.py --compare skinny``). Eagerly the BLAS call is faster; at 4 inputs or
+#: outputs it is a tie.
+SKINNY = 2
+
+
+class Linear(nn.Linear):
+    """:class:`torch.nn.Linear` (the same parameters and result), with products of at most
+    :data:`SKINNY` inputs or outputs written element-wise when compiled."""
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        if not torch.compiler.is_compiling() or min(self.in_features, self.out_features) > SKINNY:
+            return super().forward(inputs)
+        if self.in_features <= SKINNY:  # a sum of outer products: bias + sum_j x_j w_:j
+            terms = (inputs[..., j, None] * self.weight[:, j] for j in range(self.in_features))
+            return sum(terms, self.bias)
+        return (inputs.unsqueeze(-2) * self.weight).sum(dim=-1) + self.bias  # a dot product per output
+
+
 class MLP(Configurable, nn.Sequential):
     """A fully connected network ``in_features -> hidden... -> out_features``.
 
@@ -118,9 +140,9 @@ class MLP(Configurable, nn.Sequential):
         layers: list[nn.Module] = []
         width = in_features
         for size in hidden:
-            layers += [nn.Linear(width, size), activation_layer(activation)]
+            layers += [Linear(width, size), activation_layer(activation)]
             width = size
-        last = nn.Linear(width, out_features)
+        last = Linear(width, out_features)
         if zero_last:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
