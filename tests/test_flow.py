@@ -284,3 +284,35 @@ def test_atoms_need_a_flow_that_keeps_the_column_order_and_survive_saving(tmp_pa
     points = torch.tensor([[0.01, 1.05], [0.3, 0.2]], dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(flowfit.load(tmp_path / "model").double().log_prob(points), flow.log_prob(points))
+
+
+def test_an_inference_chunk_follows_the_widest_layer_where_freed_memory_is_kept(monkeypatch) -> None:
+    from flowfit import allocator
+
+    monkeypatch.setattr(allocator, "_kept", False)  # (a CLI test in this process may have set it)
+    assert flowfit.NSF(2).rows_per_chunk() == 4096  # glibc's defaults would fault larger blocks in again
+    monkeypatch.setattr(allocator, "_kept", True)  # as the flowfit command sets it
+    assert flowfit.RealNVP(2, hidden=(256, 256)).rows_per_chunk() == 8192  # 2**21 floats / 256
+    assert flowfit.NSF(2, hidden=(128, 128)).rows_per_chunk() == 16384
+    assert flowfit.RealNVP(2, hidden=(300,)).rows_per_chunk() == 4096  # rounded down to a power of two
+    assert flowfit.RealNVP(2, hidden=(8192,)).rows_per_chunk() == 1024  # no fewer
+    assert flowfit.RealNVP(2, hidden=(4,)).rows_per_chunk() == 16384  # no more
+
+
+@pytest.mark.parametrize("family", ["nsf", "realnvp"])
+def test_log_densities_and_samples_in_chunks_are_the_one_pass_ones(family: str, monkeypatch) -> None:
+    from flowfit import allocator
+
+    monkeypatch.setattr(allocator, "_kept", True)
+    torch.manual_seed(0)
+    flow = (
+        flowfit.NSF(2, layers=2, bins=4, hidden=(8,)) if family == "nsf" else flowfit.RealNVP(2, layers=2, hidden=(8,))
+    ).double()
+    randomize(flow, scale=0.3, seed=1)
+    x = datasets.moons(40_000, seed=0).double()  # three chunks of 16,384 rows, the last a short one
+    z = torch.randn(40_000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        chunked, (pushed, _) = flow.log_prob(x), flow.forward(z)
+    one_pass = flow.log_prob(x)  # with gradients: the whole batch at once
+    torch.testing.assert_close(chunked, one_pass.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(pushed, flow.forward(z)[0].detach(), rtol=0, atol=1e-12)

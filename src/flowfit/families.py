@@ -381,6 +381,9 @@ class CNF(Flow):
     # and the softplus, sinusoids and concatenations around them fuse: 0.88x in bfloat16, 0.92x
     # in float32 (benchmarks/compile.py); an ODE solve is not compiled
     compile_pays = ("fm",)
+    # an ODE solve per chunk, whose adaptive steps the chunk's hardest row sets: the 4,096 rows
+    # measured before inference chunks followed the layers' width
+    inference_chunk = 4096
 
     def __init__(
         self,
