@@ -371,7 +371,11 @@ def test_density_streams_in_chunks_with_the_same_numbers(model_dir, tmp_path) ->
     whole, chunked = tmp_path / "whole.csv", tmp_path / "chunked.csv"
     assert run("density", "--model", model_dir, "--input", points, "--out", whole).exit_code == 0
     assert run("density", "--model", model_dir, "--input", points, "--out", chunked, "--chunk-rows", "7").exit_code == 0
-    assert whole.read_text() == chunked.read_text()
+    # the same rows and the same numbers up to float32 rounding: a matrix product of 7 rows may
+    # take another kernel than one of 1,000, and round differently (on some CPUs it does)
+    assert whole.read_text().splitlines()[0] == chunked.read_text().splitlines()[0] == "log_prob"
+    np.testing.assert_allclose(np.loadtxt(chunked, skiprows=1), np.loadtxt(whole, skiprows=1), rtol=1e-6)
+    assert len(np.loadtxt(chunked, skiprows=1)) == 1000
     npy = tmp_path / "points.npy"
     np.save(npy, np.loadtxt(points, delimiter=",", skiprows=1))
     from_npy = tmp_path / "npy.csv"
