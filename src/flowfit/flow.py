@@ -469,14 +469,13 @@ class Flow(Configurable, nn.Module):
         return shape[0]
 
     def rows_per_chunk(self, keeping_freed_memory: bool | None = None) -> int:
-        """The rows of an inference chunk: 4,096; in a process that keeps freed memory (the
+        """The rows of an inference chunk: 4,096, or, in a process that keeps freed memory (the
         ``flowfit`` command, :func:`flowfit.allocator.keep_freed_memory`; ``keeping_freed_memory``
-        None: whether this one does), as many as make the
-        widest layer's activations about 2**21 floats (8 MB), a power of two from 1,024 to 16,384:
-        more rows spread each operation's fixed cost thinner (NSF on two columns, 128 wide: 16,384
-        rows, 1.4x the throughput of 4,096). With glibc's defaults, such blocks would be handed back
-        to the system and faulted in again at every chunk (RealNVP at 8,192 rows: 0.66x;
-        ``benchmarks/inference_chunk.py``)."""
+        None: whether this one does), as many as make the widest layer's activations about 2**21
+        floats (8 MB), a power of two from 1,024 to 16,384. More rows spread each operation's fixed
+        cost thinner (NSF on two columns, 128 wide: 16,384 rows, 0.70x the time of 4,096); with
+        glibc's defaults such blocks are handed back to the system and faulted in again at every
+        chunk (RealNVP at 8,192 rows: 1.71x the time; ``benchmarks/inference_chunk.py``)."""
         if not (keeps_freed_memory() if keeping_freed_memory is None else keeping_freed_memory):
             return 4096
         widest = max((m.out_features for m in self.modules() if isinstance(m, nn.Linear)), default=1)

@@ -106,7 +106,8 @@ SKINNY = 2
 
 class Linear(nn.Linear):
     """:class:`torch.nn.Linear` (the same parameters and result), with products of at most
-    :data:`SKINNY` inputs or outputs written element-wise when compiled."""
+    :data:`SKINNY` inputs or outputs written element-wise when compiled (in the inputs' and
+    weights' precision, also under ``torch.autocast``)."""
 
     def forward(self, inputs: Tensor) -> Tensor:
         if not torch.compiler.is_compiling() or min(self.in_features, self.out_features) > SKINNY:
