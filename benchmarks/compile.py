@@ -96,9 +96,10 @@ class Stepper:
     ) -> None:
         torch.manual_seed(0)
         self.flow, self.data, self.batch, self.position = build(), data, batch, 0
-        for module in self.flow.modules():
-            if blas and isinstance(module, flowfit.nets.Linear):
-                module.__class__ = torch.nn.Linear
+        if blas:
+            for module in self.flow.modules():
+                if isinstance(module, flowfit.nets.Linear):
+                    module.__class__ = torch.nn.Linear
         self.flow.initialize(data)
         objective_module = TrainingLoss(self.flow, objective, mixed)
         loss = lambda x: objective_module(x, None)  # noqa: E731

@@ -484,8 +484,10 @@ class Flow(Configurable, nn.Module):
     def _chunked(self, function: Callable[[Tensor, Tensor | None], Any], x: Tensor, context: Tensor | None) -> Any:
         """``function(x, context)`` (a tensor, or a map's output and log-determinant), in
         cache-sized chunks of rows when no gradient is needed."""
+        if torch.is_grad_enabled():  # a training step: one pass, and nothing more to decide
+            return function(x, context)
         step = self.inference_chunk or self.rows_per_chunk()
-        if torch.is_grad_enabled() or len(x) <= step:
+        if len(x) <= step:
             return function(x, context)
         parts = [
             function(x[i : i + step], None if context is None else context[i : i + step])

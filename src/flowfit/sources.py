@@ -138,15 +138,14 @@ def resolve(
         raise InputError(f"--missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     # a picture is read once: a file changed during the run changes neither the draws nor the metrics
     picture = read_picture(spec)
-    draw = picture.sample if picture is not None else TOYS.get(spec)
-    if draw is not None:
+    if picture is not None or spec in TOYS:
         if columns or given or categorical:
             raise InputError(f"--columns, --given and --categorical pick table columns; {spec!r} is generated data")
         if preprocess != "auto":
             raise InputError(f"--preprocess applies to tables; {spec!r} is generated data, which it would not change")
         if val_fraction != 0.1:
             raise InputError(f"--val-fraction splits tables; {spec!r} is validated on 10,000 fresh draws")
-        return _sampled(spec, draw, picture)
+        return _sampled(spec, picture)
     if missing == "marginal":
         raise InputError(
             "--missing marginal scores rows with missing cells (flowfit density); training needs complete rows: "
@@ -302,8 +301,10 @@ def _complete(table: Tensor | Rows) -> Tensor:
     return ~torch.isnan(table).any(dim=1)
 
 
-def _sampled(spec: str, draw: Callable[..., Tensor], picture: PictureDensity | None) -> Data:
-    """A generator: fresh draws each step, fixed validation, test and reference draws."""
+def _sampled(spec: str, picture: PictureDensity | None) -> Data:
+    """A generator (a toy, or ``picture``): fresh draws each step, fixed validation, test and
+    reference draws."""
+    draw = picture.sample if picture is not None else TOYS[spec]
     return Data(
         source=spec,
         columns=["x0", "x1"],
