@@ -1,18 +1,21 @@
-"""Inference throughput against the rows pushed through the networks at a time
-(``Flow.inference_chunk``): 4,096 rows, and the chunk each family takes from its widest layer
-where the process keeps freed memory (``Flow.rows_per_chunk``), side by side in one process
-(alternating, medians of ``--rounds``), with glibc's defaults or (``--keep-freed-memory``) as
-the ``flowfit`` command sets them. Each family with its defaults and random weights;
-log_prob of 100,000 points and 100,000 samples (20,000 for the autoregressive ones, whose
-sampling is a pass per column). Prints a Markdown table.
+"""Inference throughput against how the networks' activations are handled, side by side in one
+process (alternating, medians of ``--rounds``): chunks of 4,096 rows with a new tensor for every
+hidden activation (flowfit before ``flowfit.nets.reusing_activations``), 4,096 rows with the
+activations written into buffers reused at every chunk, and the chunk each family takes from
+its widest layer (``Flow.rows_per_chunk``) with reused buffers (what flowfit does). glibc's
+thresholds adapt to the blocks a process has freed, so in one process the baseline pays fewer
+page faults than in a fresh one (``benchmarks/allocator.py`` compares fresh processes). Each
+family with its defaults and random weights; log_prob of 100,000 points and 100,000 samples
+(20,000 for the autoregressive ones, whose sampling is a pass per column). Prints a Markdown
+table.
 
-    .venv/bin/python benchmarks/inference_chunk.py --keep-freed-memory --out benchmarks/results/inference_chunk.md
-    .venv/bin/python benchmarks/inference_chunk.py --out benchmarks/results/inference_chunk_glibc.md
+    .venv/bin/python benchmarks/inference_chunk.py --out benchmarks/results/inference_chunk.md
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -20,8 +23,8 @@ from pathlib import Path
 import torch
 
 import flowfit
-from flowfit import datasets
-from flowfit.allocator import keep_freed_memory
+import flowfit.flow  # whose Flow._chunked enters reusing_activations: swapped for the baseline
+from flowfit import datasets, nets
 from flowfit.files import write_text
 
 
@@ -52,44 +55,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--keep-freed-memory", action="store_true", help="glibc keeps freed memory, as the flowfit command sets it"
-    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.keep_freed_memory:
-        keep_freed_memory()
     rows = [
-        "| flow | widest layer | chunk | log_prob points/s at 4,096 | at the chunk | sampling points/s at 4,096 "
-        "| at the chunk | time at the chunk / at 4,096 (log_prob, sampling) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| flow | widest layer | chunk | log_prob points/s: 4,096 rows, new tensors | 4,096, reused | the chunk, "
+        "reused | sampling points/s: 4,096, new | 4,096, reused | the chunk, reused | time of flowfit's choice "
+        "against 4,096 new (log_prob, sampling) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    reusing = nets.reusing_activations
     for name, (flow, points, draws) in flows().items():
-        chunk = flow.rows_per_chunk(keeping_freed_memory=True)
+        chunk = flow.rows_per_chunk()
         widest = max(m.out_features for m in flow.modules() if isinstance(m, torch.nn.Linear))
-        rates: dict[tuple[str, int], list[float]] = {}
+        variants = {"new": (4096, contextlib.nullcontext), "reused": (4096, reusing), "chunk": (chunk, reusing)}
+        rates: dict[tuple[str, str], list[float]] = {}
         with torch.inference_mode():
             for round_ in range(args.rounds + 1):  # the first round warms up
-                for rows_per_chunk in (4096, chunk):
+                for variant, (rows_per_chunk, workspace) in variants.items():
                     flow.inference_chunk = rows_per_chunk  # this flow's own, over its class's
+                    flowfit.flow.reusing_activations = workspace  # what Flow._chunked enters
                     log_prob = rate(flow.log_prob, points, len(points))
                     sampling = rate(flow.sample, draws, draws)
                     if round_:
-                        rates.setdefault(("log_prob", rows_per_chunk), []).append(log_prob)
-                        rates.setdefault(("sample", rows_per_chunk), []).append(sampling)
+                        rates.setdefault(("log_prob", variant), []).append(log_prob)
+                        rates.setdefault(("sample", variant), []).append(sampling)
+        flowfit.flow.reusing_activations = reusing
         m = {key: statistics.median(values) for key, values in rates.items()}
-        rows.append(
-            f"| {name} | {widest} | {chunk:,} | {m['log_prob', 4096]:,.0f} | {m['log_prob', chunk]:,.0f} "
-            f"| {m['sample', 4096]:,.0f} | {m['sample', chunk]:,.0f} "
-            f"| {m['log_prob', 4096] / m['log_prob', chunk]:.2f}x, {m['sample', 4096] / m['sample', chunk]:.2f}x |"
-        )
+        cells = " | ".join(f"{m[what, variant]:,.0f}" for what in ("log_prob", "sample") for variant in variants)
+        ratios = [m[what, "new"] / m[what, "chunk"] for what in ("log_prob", "sample")]
+        rows.append(f"| {name} | {widest} | {chunk:,} | {cells} | {ratios[0]:.2f}x, {ratios[1]:.2f}x |")
         print(rows[-1], flush=True)
     table = "\n".join(rows) + (
-        f"\n\nMedians of {args.rounds} rounds, both chunks in turn; torch {torch.__version__}, {args.threads} "
+        f"\n\nMedians of {args.rounds} rounds, the three in turn; torch {torch.__version__}, {args.threads} "
         "threads; random weights (the defaults' architectures). The chunk: the rows whose widest layer's "
-        "activations are about 2**21 floats, a power of two from 1,024 to 16,384. Allocator: "
-        + ("freed memory kept, as the flowfit command sets it." if args.keep_freed_memory else "glibc's defaults.")
+        "activations are about 2**21 floats, a power of two from 1,024 to 16,384; glibc's allocator defaults."
     )
     print(table)
     if args.out:

@@ -4,7 +4,8 @@ one process (alternating, medians of ``--rounds``):
 - the conditioners' ReLU in place (as flowfit builds them) against ReLU writing a new tensor;
 - the spline's softmax over the bins written out (what flowfit does without gradients)
   against ``torch.softmax``;
-- the spline alone and the conditioner alone on 4,096 rows (one inference chunk).
+- the spline alone and the conditioner alone on one inference chunk (``Flow.rows_per_chunk``
+  rows, the activations in reused buffers as ``Flow.log_prob`` has them).
 
 NSF(2) with default sizes and random weights; log_prob of 100,000 points. Prints a Markdown
 table.
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 import flowfit
-from flowfit import datasets
+from flowfit import datasets, nets
 from flowfit.files import write_text
 from flowfit.transforms import splines
 from flowfit.transforms.coupling import SplineCoupling
@@ -86,8 +87,9 @@ def main() -> None:
     )
     softmax(written_out)()
     coupling = next(layer for layer in flow.layers if isinstance(layer, SplineCoupling))
-    chunk = torch.randn(4096, 2)
-    with torch.inference_mode():
+    rows = flow.rows_per_chunk()
+    chunk = torch.randn(rows, 2)
+    with torch.inference_mode(), nets.reusing_activations():
         identity, transformed = coupling._parts(chunk)
         theta = coupling._theta(identity, None)
         parts = compare(
@@ -107,8 +109,8 @@ def main() -> None:
             lines.append(f"| {name} {variant} | {100_000 / value:,.0f} | {value / table[chosen]:.2f}x |")
     lines += [
         "",
-        f"One inference chunk of 4,096 rows through one coupling: conditioner {conditioner * 1e6:,.0f} microseconds, "
-        f"spline (inverse) {parts * 1e6:,.0f} microseconds.",
+        f"One inference chunk of {rows:,} rows through one coupling: conditioner {conditioner * 1e6:,.0f} "
+        f"microseconds, spline (inverse) {parts * 1e6:,.0f} microseconds.",
     ]
     print("\n".join(lines))
     if args.out:

@@ -286,12 +286,7 @@ def test_atoms_need_a_flow_that_keeps_the_column_order_and_survive_saving(tmp_pa
         torch.testing.assert_close(flowfit.load(tmp_path / "model").double().log_prob(points), flow.log_prob(points))
 
 
-def test_an_inference_chunk_follows_the_widest_layer_where_freed_memory_is_kept(monkeypatch) -> None:
-    from flowfit import allocator
-
-    monkeypatch.setattr(allocator, "_kept", False)  # (a CLI test in this process may have set it)
-    assert flowfit.NSF(2).rows_per_chunk() == 4096  # glibc's defaults would fault larger blocks in again
-    monkeypatch.setattr(allocator, "_kept", True)  # as the flowfit command sets it
+def test_an_inference_chunk_follows_the_widest_layer() -> None:
     assert flowfit.RealNVP(2, hidden=(256, 256)).rows_per_chunk() == 8192  # 2**21 floats / 256
     assert flowfit.NSF(2, hidden=(128, 128)).rows_per_chunk() == 16384
     assert flowfit.RealNVP(2, hidden=(300,)).rows_per_chunk() == 4096  # rounded down to a power of two
@@ -300,10 +295,7 @@ def test_an_inference_chunk_follows_the_widest_layer_where_freed_memory_is_kept(
 
 
 @pytest.mark.parametrize("family", ["nsf", "realnvp"])
-def test_log_densities_and_samples_in_chunks_are_the_one_pass_ones(family: str, monkeypatch) -> None:
-    from flowfit import allocator
-
-    monkeypatch.setattr(allocator, "_kept", True)
+def test_log_densities_and_samples_in_chunks_are_the_one_pass_ones(family: str) -> None:
     torch.manual_seed(0)
     flow = (
         flowfit.NSF(2, layers=2, bins=4, hidden=(8,)) if family == "nsf" else flowfit.RealNVP(2, layers=2, hidden=(8,))

@@ -33,7 +33,7 @@ def imports(path) -> set[str]:
 
 #: The map of the code (docs/design.md), bottom layer first: each module may import only those above it.
 ORDER = [
-    "_version", "errors", "config", "files", "allocator", "nets", "transforms", "distributions", "preprocess", "flow",
+    "_version", "errors", "config", "files", "nets", "transforms", "distributions", "preprocess", "flow",
     "categories", "continuous", "families", "io", "options", "datasets", "shuffle", "tables", "train", "sources",
     "estimator",
     "viz", "explore", "runner", "cli", "__main__",

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from flowfit.allocator import keeps_freed_memory
 from flowfit.config import Configurable
 from flowfit.distributions import Base, StandardNormal
 from flowfit.errors import InputError
+from flowfit.nets import reusing_activations
 from flowfit.preprocess import EDGE, dequantize
 from flowfit.transforms.base import Compose, Transform
 
@@ -468,16 +468,12 @@ class Flow(Configurable, nn.Module):
             raise InputError(f"context must have shape (m, {self.context_dim}), got {shape}")
         return shape[0]
 
-    def rows_per_chunk(self, keeping_freed_memory: bool | None = None) -> int:
-        """The rows of an inference chunk: 4,096, or, in a process that keeps freed memory (the
-        ``flowfit`` command, :func:`flowfit.allocator.keep_freed_memory`; ``keeping_freed_memory``
-        None: whether this one does), as many as make the widest layer's activations about 2**21
-        floats (8 MB), a power of two from 1,024 to 16,384. More rows spread each operation's fixed
-        cost thinner (NSF on two columns, 128 wide: 16,384 rows, 0.70x the time of 4,096); with
-        glibc's defaults such blocks are handed back to the system and faulted in again at every
-        chunk (RealNVP at 8,192 rows: 1.71x the time; ``benchmarks/inference_chunk.py``)."""
-        if not (keeps_freed_memory() if keeping_freed_memory is None else keeping_freed_memory):
-            return 4096
+    def rows_per_chunk(self) -> int:
+        """The rows of an inference chunk: as many as make the widest layer's activations about
+        2**21 floats (8 MB), a power of two from 1,024 to 16,384. More rows spread each
+        operation's fixed cost thinner; the networks write each chunk's activations into the same
+        buffers (:func:`flowfit.nets.reusing_activations`), so no chunk waits for fresh memory
+        (``benchmarks/inference_chunk.py``)."""
         widest = max((m.out_features for m in self.modules() if isinstance(m, nn.Linear)), default=1)
         return min(16384, max(1024, 2 ** int(math.log2(2**21 / widest))))
 
@@ -489,10 +485,11 @@ class Flow(Configurable, nn.Module):
         step = self.inference_chunk or self.rows_per_chunk()
         if len(x) <= step:
             return function(x, context)
-        parts = [
-            function(x[i : i + step], None if context is None else context[i : i + step])
-            for i in range(0, len(x), step)
-        ]
+        with reusing_activations():  # each chunk's networks write into the same memory
+            parts = [
+                function(x[i : i + step], None if context is None else context[i : i + step])
+                for i in range(0, len(x), step)
+            ]
         if isinstance(parts[0], Tensor):
             return torch.cat(parts)
         return torch.cat([out for out, _ in parts]), torch.cat([log_abs_det for _, log_abs_det in parts])

@@ -20,20 +20,23 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from flowfit.nets import activation_layer
+from flowfit.nets import Linear, activation_layer, run_layers
 from flowfit.transforms.base import Transform
 from flowfit.transforms.elementwise import AffineMap, ElementwiseMap, SplineMap
 
 
-class MaskedLinear(nn.Linear):
+class MaskedLinear(Linear):
     """``y = (W * mask) x + b``: a linear layer with some connections cut."""
 
     def __init__(self, mask: Tensor) -> None:
         super().__init__(mask.shape[1], mask.shape[0])
         self.register_buffer("mask", mask.float())
 
+    def product_weight(self) -> Tensor:
+        return self.weight * self.mask
+
     def forward(self, inputs: Tensor) -> Tensor:
-        return F.linear(inputs, self.weight * self.mask, self.bias)
+        return F.linear(inputs, self.product_weight(), self.bias)
 
 
 class MADE(nn.Sequential):
@@ -77,7 +80,7 @@ class MADE(nn.Sequential):
             if context is None:
                 raise ValueError("this transform is conditional: pass a context")
             inputs = torch.cat((inputs, context), dim=1)
-        return super().forward(inputs).to(inputs.dtype).view(-1, self.dim, self.params_per_dim)
+        return run_layers(self, inputs).to(inputs.dtype).view(-1, self.dim, self.params_per_dim)
 
 
 class MaskedAutoregressive(Transform):
