@@ -42,7 +42,7 @@ def spline_params_per_dim(bins: int) -> int:
 def _softmax(values: Tensor) -> Tensor:
     """``softmax`` over the last dimension. Without gradients it is written out: on CPU
     ``torch.softmax`` over a few bins is slower than these four operations (NSF's log_prob
-    takes 1.15x the time with it: ``benchmarks/nsf_inference.py``). With gradients
+    takes 1.33x the time with it: ``benchmarks/nsf_inference.py``). With gradients
     ``torch.softmax`` stays: its single backward beats four."""
     if values.requires_grad:
         return torch.softmax(values, dim=-1)
