@@ -39,8 +39,9 @@ def test_a_compiled_linear_layer_computes_what_torch_does(in_features: int, out_
     assert (functional.linear in traced) != skinny, traced
 
 
-def test_reused_activations_give_the_same_outputs_and_never_overwrite_one() -> None:
-    network = randomize(MLP(3, 5, hidden=(16, 16, 16)).double(), seed=1)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])  # in place on the buffer, or a new tensor
+def test_reused_activations_give_the_same_outputs_and_never_overwrite_one(activation: str) -> None:
+    network = randomize(MLP(3, 5, hidden=(16, 16, 16), activation=activation).double(), seed=1)
     first, second = (
         torch.randn(40, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i in (2, 3)
     )
@@ -54,6 +55,16 @@ def test_reused_activations_give_the_same_outputs_and_never_overwrite_one() -> N
     # three hidden layers of one width took turns in two buffers, the same for both calls
     assert [tuple(buffer.shape) for buffer in buffers] == [(40, 16), (40, 16)]
     assert nets._workspace.buffers is None  # handed back when the block ends
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_product_written_into_a_buffer_is_the_layers_output(bias: bool) -> None:
+    layer = randomize(Linear(3, 4, bias=bias).double(), seed=2)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    out = torch.empty(6, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert layer.forward_into(x, out) is out
+        torch.testing.assert_close(out, layer(x), rtol=0, atol=1e-12)
 
 
 def test_activations_are_not_reused_where_gradients_need_them_and_nested_blocks_share() -> None:

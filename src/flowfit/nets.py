@@ -117,7 +117,10 @@ class Linear(nn.Linear):
         return self.weight
 
     def forward_into(self, inputs: Tensor, out: Tensor) -> Tensor:
-        """``inputs W^T + b`` written into ``out`` (a matrix of the result's shape and dtype)."""
+        """``inputs W^T + b`` written into ``out`` (a matrix of the result's shape and dtype;
+        without gradients: a product into a given tensor has no backward)."""
+        if self.bias is None:
+            return torch.mm(inputs, self.product_weight().t(), out=out)
         return torch.addmm(self.bias, inputs, self.product_weight().t(), out=out)
 
     def forward(self, inputs: Tensor) -> Tensor:
