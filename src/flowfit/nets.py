@@ -9,7 +9,7 @@ import functools
 import itertools
 import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -154,34 +154,30 @@ def reusing_activations() -> Iterator[None]:
         _workspace.buffers = None
 
 
-def _buffer(slot: int, like: Tensor, width: int) -> Tensor:
-    """This thread's buffer ``slot`` for a ``(rows, width)`` activation of ``like``'s kind."""
+def _buffer(buffers: dict[tuple[Any, ...], Tensor], slot: int, like: Tensor, width: int) -> Tensor:
+    """Buffer ``slot`` of ``buffers`` for a ``(rows, width)`` activation of ``like``'s kind."""
     key = (slot, like.shape[0], width, like.dtype, like.device)
-    buffer = _workspace.buffers.get(key)
-    if buffer is None:
-        buffer = _workspace.buffers[key] = like.new_empty(like.shape[0], width)
-    return buffer
+    if key not in buffers:
+        buffers[key] = like.new_empty(like.shape[0], width)
+    return buffers[key]
 
 
-def run_layers(layers: Iterable[nn.Module], inputs: Tensor) -> Tensor:
+def run_layers(layers: nn.Sequential, inputs: Tensor) -> Tensor:
     """``inputs`` through ``layers`` in turn. Inside :func:`reusing_activations`, without
     gradients, on the CPU and outside autocast and compilation, each :class:`Linear` but the
     last writes into one of two buffers in turn (an activation after it works in place where it
     can): a hidden activation lives only until the next layer has read it, and the network's
     output is always a new tensor, so nothing the caller keeps is ever overwritten."""
-    layers = list(layers)
-    reuse = (
-        getattr(_workspace, "buffers", None) is not None
-        and not torch.is_grad_enabled()
-        and inputs.device.type == "cpu"
-        and inputs.dim() == 2
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    )
-    hidden = 0
+    # a training step (gradients on, or compiled) decides here, before looking at the thread
+    buffers = None if torch.is_grad_enabled() or torch.compiler.is_compiling() else getattr(_workspace, "buffers", None)
+    if buffers is None or inputs.device.type != "cpu" or inputs.dim() != 2 or torch.is_autocast_enabled("cpu"):
+        for layer in layers:
+            inputs = layer(inputs)
+        return inputs
+    last, hidden = len(layers) - 1, 0
     for i, layer in enumerate(layers):
-        if reuse and isinstance(layer, Linear) and i < len(layers) - 1:
-            inputs = layer.forward_into(inputs, _buffer(hidden % 2, inputs, layer.out_features))
+        if isinstance(layer, Linear) and i < last:
+            inputs = layer.forward_into(inputs, _buffer(buffers, hidden % 2, inputs, layer.out_features))
             hidden += 1
         else:
             inputs = layer(inputs)
